@@ -34,12 +34,6 @@ def config_help() -> str:
     return "\n".join(lines)
 
 
-def resolve_config(preset: str, overrides: list[str]) -> GolfConfig:
-    cfg = get_preset(preset)
-    apply_overrides(cfg, parse_override_args(overrides))
-    return cfg.validate()
-
-
 def _add_config_command(sub, name: str, help_text: str, default_preset: str = "demo") -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
@@ -87,10 +81,13 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return args.func(args)
-        cfg = resolve_config(args.preset, rest)
+        overrides = parse_override_args(rest)
+        cfg = get_preset(args.preset)
+        apply_overrides(cfg, overrides)
+        cfg.validate()
         from golf import commands
 
-        return getattr(commands, args.command)(cfg, args)
+        return getattr(commands, args.command)(cfg, args, overrides)
     except ValueError as e:
         print(f"golf {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,21 @@
+"""golf.model: the records' GPT built from golf.config.ModelConfig. Model code calls golf.ops for hot ops
+and never imports triton or golf.kernels."""
+
+from golf.model.attention import CausalSelfAttention, causal_attention, resolve_backend
+from golf.model.gpt import GPT, Block
+from golf.model.layers import CastedLinear, Rotary, apply_rotary, ntk_rope_base, rms_norm
+from golf.model.mlp import MLP
+
+__all__ = [
+    "GPT",
+    "Block",
+    "CausalSelfAttention",
+    "MLP",
+    "CastedLinear",
+    "Rotary",
+    "apply_rotary",
+    "causal_attention",
+    "ntk_rope_base",
+    "resolve_backend",
+    "rms_norm",
+]

@@ -1,0 +1,160 @@
+"""The main job: data -> train -> EMA -> quantize -> artifact under the byte budget -> score the artifact
+-> report. `golf train` runs it; its stages are reused by `golf quantize` and `golf eval`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+import golf.ops
+from golf.config import GolfConfig
+from golf.data.dataset import Dataset, open_dataset
+from golf.data.loader import TokenLoader
+from golf.data.prepare import default_cache_dir, ensure_builtin
+from golf.eval.artifact_eval import load_artifact_model, score
+from golf.eval.evaluate import autocast_for
+from golf.quant.artifact import write_artifact
+from golf.quant.codesize import check_budget, code_bytes
+from golf.quant.export import quantize_state_dict
+from golf.quant.hessian import collect_hessians
+from golf.train import dist, report
+from golf.train.dist import DistInfo
+from golf.train.trainer import Trainer, grad_accum_steps
+
+EVAL_ENTRY = "golf.eval.artifact_eval"
+
+
+def resolve_dataset(cfg: GolfConfig, info: DistInfo, log) -> Dataset:
+    """cfg.data.dir, or the builtin corpus (built once by rank 0 into the cache) when it is empty."""
+    data_dir = cfg.data.dir
+    if not data_dir:
+        vocab = cfg.data.vocab_size or cfg.model.vocab_size
+        if info.is_main:
+            cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
+            log(f"data: builtin corpus at vocab {vocab} (cache {cache})")
+            data_dir = str(ensure_builtin(cache, vocab_size=vocab, val_docs=cfg.data.val_docs))
+        dist.barrier()
+        data_dir = dist.broadcast_object(data_dir)
+    return open_dataset(data_dir, tokenizer=cfg.data.tokenizer, model_vocab_size=cfg.model.vocab_size)
+
+
+def run_dir(cfg: GolfConfig) -> Path:
+    name = cfg.out or f"runs/{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(dist.broadcast_object(name))
+
+
+def calibration_batches(cfg: GolfConfig, dataset: Dataset, device: torch.device) -> Iterator[torch.Tensor]:
+    """quant.calib_batches batches of training tokens (each split into micro-batches like a train step)."""
+    t, q = cfg.train, cfg.quant
+    batch_tokens = q.calib_batch_tokens or t.batch_tokens
+    accum = grad_accum_steps(batch_tokens, t.seq_len, 1, t.max_micro_batch_tokens)
+    loader = TokenLoader(dataset.train_files, batch_tokens=batch_tokens, seq_len=t.seq_len, grad_accum=accum)
+    for _ in range(q.calib_batches * accum):
+        yield loader.next_batch()[0].to(device)
+
+
+def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch.device, path: Path, log) -> dict:
+    """GPTQ (or round-to-nearest) the model's weights, write the compressed artifact, check the budget."""
+    t0 = time.perf_counter()
+    hessians = None
+    if cfg.quant.gptq and cfg.quant.calib_batches > 0:
+        model.eval()
+        with autocast_for(device):
+            hessians = collect_hessians(model, calibration_batches(cfg, dataset, device), device=device)
+        log(f"quantize: Hessians of {len(hessians)} matrices in {time.perf_counter() - t0:.1f}s")
+    t1 = time.perf_counter()
+    entries = quantize_state_dict({k: v.detach() for k, v in model.state_dict().items()}, hessians, cfg.quant)
+    t2 = time.perf_counter()
+    meta = {"config": cfg.to_dict(), "data_dir": str(dataset.dir)}
+    art = write_artifact(path, entries, meta, compressor=cfg.quant.compressor)
+    code = code_bytes(entry_modules=(EVAL_ENTRY,))
+    sizes = {"model_bytes": art.model_bytes, "code_bytes": code.bytes, "total_bytes": art.model_bytes + code.bytes,
+             "budget_bytes": cfg.quant.budget_bytes, "compressor": cfg.quant.compressor,
+             "quantize_seconds": t2 - t1, "calibration_seconds": t1 - t0, "pack_seconds": time.perf_counter() - t2}
+    log(f"artifact: {path} model {art.model_bytes:,} + code {code.bytes:,} = {sizes['total_bytes']:,} bytes "
+        f"(budget {cfg.quant.budget_bytes:,})")
+    check_budget(art.model_bytes, code.bytes, cfg.quant.budget_bytes, allow_over=cfg.quant.allow_over_budget)
+    return sizes
+
+
+def run(cfg: GolfConfig, resume: str = "") -> dict:
+    """The whole main job; returns the run summary (also written to RUN/run.json on rank 0)."""
+    info = dist.init(cfg.train.device)
+    golf.ops.set_kernels_enabled(cfg.train.kernels)
+    out = run_dir(cfg)
+    log = report.RunLog(out / "train.log", enabled=info.is_main)
+    try:
+        return _run(cfg, info, out, log, resume)
+    finally:
+        dist.shutdown()
+
+
+def _run(cfg: GolfConfig, info: DistInfo, out: Path, log, resume: str) -> dict:
+    env = report.environment()
+    log(f"golf {env['golf']} ({env['git_commit']}) torch {env['torch']} device {info.device} "
+        f"world_size {info.world_size} preset {cfg.preset} run {out}")
+    log("config " + cfg.to_json().replace("\n", " "))
+    dataset = resolve_dataset(cfg, info, log)
+    trainer = Trainer(cfg, info, dataset, out, log)
+    log(f"model: {trainer.model.num_params():,} parameters, attention {trainer.model.attention_backend}, "
+        f"grad_accum {trainer.accum}, compile {trainer.compiled}")
+    log(f"optimizer groups: {trainer.opt.summary()}")
+    result = trainer.run(resume)
+    summary: dict = {"config": cfg.to_dict(), "environment": env, "run_dir": str(out), "world_size": info.world_size,
+                     "grad_accum": trainer.accum, "params": trainer.model.num_params(),
+                     "attention_backend": trainer.model.attention_backend, "compiled": trainer.compiled,
+                     "steps": result.steps, "stopped_by": result.stopped_by, "train_seconds": result.train_seconds,
+                     "ms_per_step": result.ms_per_step, "tokens_per_second": result.tokens_per_second,
+                     "final_train_loss": result.history[-1][1] if result.history else None,
+                     "peak_memory_bytes": torch.cuda.max_memory_allocated() if info.device.type == "cuda" else None}
+    if trainer.ema is not None:
+        trainer.ema.copy_to(trainer.model)
+        log("loaded EMA weights for evaluation and quantization")
+    pre = score(trainer.model, _pre_quant_cfg(cfg), dataset, info.device, info.rank, info.world_size,
+                forward=trainer.eval_model)["plain"]
+    log(f"pre-quant val_loss:{pre.val_loss:.6f} val_bpb:{pre.val_bpb:.6f}")
+    summary["pre_quant"] = pre.to_dict()
+    artifact = out / "artifact.golf"
+    if info.is_main:
+        summary["artifact"] = quantize_to_artifact(trainer.model, cfg, dataset, info.device, artifact, log)
+    dist.barrier()
+    qmodel, _, _ = load_artifact_model(artifact, info.device)
+    post = score(qmodel, cfg, dataset, info.device, info.rank, info.world_size)
+    for name, r in post.items():
+        log(f"post-quant {name} val_loss:{r.val_loss:.8f} val_bpb:{r.val_bpb:.8f} ({r.tokens:,} tokens, {r.seconds:.1f}s)")
+    summary["post_quant"] = {k: v.to_dict() for k, v in post.items()}
+    summary["ops"] = golf.ops.implementations()
+    if info.is_main:
+        _write_reports(out, summary, result, log)
+    return summary
+
+
+def _pre_quant_cfg(cfg: GolfConfig) -> GolfConfig:
+    """The pre-quantization diagnostic is the plain score only (as in the records' logs)."""
+    pre = GolfConfig.from_dict(cfg.to_dict())
+    pre.eval.stride = 0
+    return pre
+
+
+def _write_reports(out: Path, summary: dict, result, log) -> None:
+    report.write_json(out / "run.json", summary)
+    report.plot_losses(out / "loss.png", result.history, [(s, v) for s, v, _ in result.val_history],
+                       f"{summary['config']['preset']}: {summary['steps']} steps")
+    post = summary["post_quant"]
+    art = summary["artifact"]
+    rows = [
+        ("run", str(out)),
+        ("steps", f"{summary['steps']} ({summary['stopped_by']})"),
+        ("train time", f"{summary['train_seconds']:.1f} s, {summary['ms_per_step']:.1f} ms/step, "
+                       f"{summary['tokens_per_second']:,.0f} tok/s"),
+        ("val_bpb pre-quant", f"{summary['pre_quant']['val_bpb']:.4f}"),
+        ("val_bpb artifact", f"{post['plain']['val_bpb']:.4f}"),
+    ]
+    if "sliding" in post:
+        rows.append(("val_bpb artifact sliding", f"{post['sliding']['val_bpb']:.4f}"))
+    rows.append(("artifact bytes", f"{art['total_bytes']:,} (model {art['model_bytes']:,} + code {art['code_bytes']:,})"))
+    rows.append(("ops", ", ".join(f"{k}={v}" for k, v in summary["ops"].items())))
+    log(report.summary_table(rows))
