@@ -39,6 +39,7 @@ class ModelConfig:
     logit_softcap: float = 30.0
     tied_embed_init_std: float = 0.005
     unet_skips: bool = True
+    init: Literal["ortho", "default"] = "ortho"  # ortho: the records' OrthoInit (R0320+); default: the baseline's
     attention: Literal["auto", "sdpa", "fa3"] = "auto"
 
     @property
@@ -63,6 +64,8 @@ class ModelConfig:
             _fail("model.model_dim", self.model_dim, "head_dim (model_dim/num_heads) must be even for RoPE")
         if not (0 <= self.rope_dims <= self.head_dim) or self.rope_dims % 2:
             _fail("model.rope_dims", self.rope_dims, f"must be even and in [0, head_dim={self.head_dim}]")
+        if self.rope_ntk_seq_len > 0 and self.rope_dims < 4:
+            _fail("model.rope_ntk_seq_len", self.rope_ntk_seq_len, "NTK scaling needs rope_dims >= 4 (it divides by rope_dims-2)")
         if self.mlp_mult <= 0:
             _fail("model.mlp_mult", self.mlp_mult, "must be positive")
         if self.leaky_slope < 0:

@@ -19,6 +19,7 @@ def baseline() -> GolfConfig:
     cfg.model.num_layers = 9
     cfg.model.mlp_mult = 2.0
     cfg.model.leaky_slope = 0.0
+    cfg.model.init = "default"
     cfg.train.batch_tokens = 524288
     cfg.train.seq_len = 1024
     cfg.train.max_wallclock_seconds = 600.0

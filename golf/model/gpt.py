@@ -80,7 +80,7 @@ class GPT(nn.Module):
         self._head_observer: Callable[[Tensor], None] | None = None
         # ModelConfig.init ("ortho" | "default") selects the records' OrthoInit or the baseline's torch
         # default; configs without the field get OrthoInit, the init of every record from R0320 on.
-        self._init_weights(getattr(cfg, "init", "ortho"))
+        self._init_weights(cfg.init)
 
     @torch.no_grad()
     def _init_weights(self, scheme: str) -> None:
