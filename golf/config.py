@@ -103,6 +103,8 @@ class OptimConfig:
     muon_momentum_warmup_steps: int = 500
     muon_ns_steps: int = 5
     muon_nesterov: bool = True
+    muon_coefficients: Literal["ns5", "polar_express"] = "ns5"  # Newton–Schulz coefficient set (§3.2, §3.5)
+    muon_row_normalize: bool = False  # MuonEq-R: row-normalize the update before NS (§3.3)
     muon_wd: float = 0.0
     embed_wd: float = 0.0
     scalar_wd: float = 0.0

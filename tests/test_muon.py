@@ -87,8 +87,8 @@ def test_bank_equals_per_matrix_params():
             p.grad = G[i].clone()
         opt_bank.step()
         opt_single.step()
-    # batched vs per-matrix bf16 matmuls may round differently: allow a few bf16 ulps of lr·O
-    torch.testing.assert_close(bank.detach(), torch.stack([p.detach() for p in singles]), rtol=0, atol=0.1 * 2 ** -6)
+    # batched and per-matrix bf16 matmuls may round differently
+    torch.testing.assert_close(bank.detach(), torch.stack([p.detach() for p in singles]), rtol=0, atol=tol(0.1))
     assert not torch.equal(bank.detach(), bank0)
 
 

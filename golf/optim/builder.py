@@ -98,9 +98,8 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig, rules: list[Rule] | Non
             momentum=cfg.muon_momentum,
             nesterov=cfg.muon_nesterov,
             ns_steps=cfg.muon_ns_steps,
-            # Fields the config does not define yet default to the records' BASE behaviour.
-            coefficients=getattr(cfg, "muon_coefficients", "ns5"),
-            row_normalize=getattr(cfg, "muon_row_normalize", False),
+            coefficients=cfg.muon_coefficients,
+            row_normalize=cfg.muon_row_normalize,
         )
     adams = {}
     for g in groups.of_kind("adam"):

@@ -6,13 +6,13 @@ optimizer step with
     ema ← d·ema + (1 − d)·θ
 
 and no bias correction: the initial weights' share decays as d^step (0.997^5000 ≈ 3e-7). After training,
-`copy_to(model)` loads the average; evaluation, quantization and TTT then use it. Non-float entries of the
-state dict (integer buffers, if a model has any) cannot be averaged: the copy tracks their latest value.
+`copy_to(model)` loads the average; evaluation, quantization and TTT then use it. `state_dict()` is a plain
+model state dict (the model's keys, fp32), so a checkpoint's EMA loads straight into a model. Non-float
+entries of the state dict (integer buffers, if a model has any) cannot be averaged: the copy tracks their
+latest value.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +28,6 @@ class EMA:
                 k: (v.detach().float() if v.is_floating_point() else v.detach()).clone()
                 for k, v in model.state_dict().items()
             }
-        self.num_updates = 0
 
     def _matched(self, model: nn.Module) -> dict[str, torch.Tensor]:
         sd = model.state_dict()
@@ -53,7 +52,6 @@ class EMA:
         for k, v in self.shadow.items():
             if not v.is_floating_point():
                 v.copy_(sd[k])
-        self.num_updates += 1
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
@@ -62,23 +60,21 @@ class EMA:
         for k, v in self.shadow.items():
             sd[k].copy_(v)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The averaged weights under the model's own keys (fp32): loadable into the model as they are."""
+        return dict(self.shadow)
 
     @torch.no_grad()
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        shadow = state["shadow"]
-        if shadow.keys() != self.shadow.keys():
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state.keys() != self.shadow.keys():
             raise ValueError(
-                f"EMA.load_state_dict: keys differ (missing {sorted(self.shadow.keys() - shadow.keys())}, "
-                f"unexpected {sorted(shadow.keys() - self.shadow.keys())}); the checkpoint is from another model"
+                f"EMA.load_state_dict: keys differ (missing {sorted(self.shadow.keys() - state.keys())}, "
+                f"unexpected {sorted(state.keys() - self.shadow.keys())}); the checkpoint is from another model"
             )
-        for k, v in shadow.items():
+        for k, v in state.items():
             if v.shape != self.shadow[k].shape:
                 raise ValueError(
                     f"EMA.load_state_dict: {k} has shape {tuple(v.shape)}, expected {tuple(self.shadow[k].shape)}"
                 )
-        for k, v in shadow.items():
+        for k, v in state.items():
             self.shadow[k].copy_(v)
-        self.decay = float(state["decay"])
-        self.num_updates = int(state["num_updates"])

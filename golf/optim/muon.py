@@ -122,13 +122,16 @@ class Muon(torch.optim.Optimizer):
             self._step_local()
         return loss
 
-    def _update(self, p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+    def _buffer(self, p: torch.Tensor) -> torch.Tensor:
         state = self.state[p]
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(p)
+        return state["momentum_buffer"]
+
+    def _update(self, p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
         return muon_update(
             p.grad,
-            state["momentum_buffer"],
+            self._buffer(p),
             momentum=group["momentum"],
             nesterov=group["nesterov"],
             ns_steps=group["ns_steps"],
@@ -145,6 +148,8 @@ class Muon(torch.optim.Optimizer):
                 _apply(p, O, group)
 
     def _step_distributed(self, rank: int, world_size: int) -> None:
+        """§3.2 non-bank: gradients already averaged by DDP. (Banks sharded over ranks, §3.11, need a
+        reduce-scatter of raw gradients instead and will get their own step built on `muon_update`.)"""
         # One flat layout over every parameter of every group, identical on all ranks, so a single
         # all_reduce moves all updates. Parameters without a gradient keep a (zero) slot.
         params = [(p, group) for group in self.param_groups for p in group["params"]]
@@ -168,10 +173,7 @@ class Muon(torch.optim.Optimizer):
 
     def _advance_momentum_only(self, p: torch.Tensor, group: dict[str, Any]) -> None:
         """Keep this rank's copy of a buffer it does not own in step with the owner's (see module doc)."""
-        state = self.state[p]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        state["momentum_buffer"].mul_(group["momentum"]).add_(p.grad)
+        self._buffer(p).mul_(group["momentum"]).add_(p.grad)
 
 
 def _apply(p: torch.Tensor, O: torch.Tensor, group: dict[str, Any]) -> None:

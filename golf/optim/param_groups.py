@@ -44,7 +44,9 @@ CONTROL_RE = re.compile("|".join(f"(?:{p})" for p in CONTROL_PATTERNS))
 EMBED_RE = re.compile(r"(?:^|\.)(?:tok_emb|bigram\.embed|ve_shared\.embed)\.weight$")
 # Matrices Muon orthogonalizes (§3.1 "Matrix"): 2-D weights inside blocks, the four 3-D banks of §2.18 and the
 # non-bank projections of the extra embeddings. An untied head or anything new is left unclaimed on purpose.
-MATRIX_RE = re.compile(r"(?:^|\.)(?:blocks\.\d+\..+\.weight|[a-z_]+_bank|bigram\.proj\.weight|ve_shared\.proj\.weight)$")
+MATRIX_RE = re.compile(
+    r"(?:^|\.)(?:blocks\.\d+\..+\.weight|[a-z_]+_bank|bigram\.proj\.weight|ve_shared\.proj\.weight)$"
+)
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ def describe(rules: list[Rule]) -> list[str]:
     """One line per rule, in match order (for `golf info` and the run log)."""
     lines = []
     for i, r in enumerate(rules):
-        what = " and ".join(x for x in (f"name ~ /{r.pattern}/" if r.pattern else "", "predicate" if r.predicate else "") if x)
-        lines.append(f"{i}: {what} -> {r.group.name} ({r.group.kind}, lr={r.group.lr}, wd={r.group.wd}) {r.why}".rstrip())
+        parts = ([f"name ~ /{r.pattern}/"] if r.pattern else []) + (["predicate"] if r.predicate else [])
+        g = r.group
+        lines.append(f"{i}: {' and '.join(parts)} -> {g.name} ({g.kind}, lr={g.lr}, wd={g.wd}) {r.why}".rstrip())
     return lines
