@@ -23,7 +23,7 @@ def _fail(path: str, value: Any, why: str) -> None:
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    """The records' core GPT (techniques.md §2.1–§2.7)."""
+    """The records' GPT (techniques.md §2.1–§2.16): the core plus the record features, each off by default."""
 
     vocab_size: int = 1024
     num_layers: int = 9
@@ -41,6 +41,32 @@ class ModelConfig:
     unet_skips: bool = True
     init: Literal["ortho", "default"] = "ortho"  # ortho: the records' OrthoInit (R0320+); default: the baseline's
     attention: Literal["auto", "sdpa", "fa3"] = "auto"
+    # The record features (techniques.md §2.2–§2.16), all off by default.
+    xsa_last_n: int = 0  # XSA on physical layers [L-N, L); 0 off, N >= num_layers all (§2.4)
+    smear_gate: Literal["off", "v1", "v2"] = "off"  # v1 after the embedding norm (R0320); v2 before it (R0427) (§2.9)
+    gate_window: int = 12  # input width of SmearGate v2 and of the output/sparse attention gates
+    bos_id: int = 1  # SmearGate v2 never smears into a position holding this token (document boundary)
+    bigram_vocab: int = 0  # BigramHash table rows Vb; 0 off (§2.10)
+    bigram_dim: int = 128  # BigramHash table width db
+    ve_layers: str = ""  # value embeddings on these physical layers, e.g. "9,10"; "" off (§2.11)
+    ve_dim: int = 128
+    ln_scale: bool = False  # scale each sublayer's normalized input by 1/sqrt(physical layer + 1) (§2.2)
+    skip_gates: bool = False  # sigmoid-gated U-Net skips: x = lerp(w*skip, x, sigmoid(gate)) (§2.6)
+    # Depth recurrence (§2.15 variant C; variant B is num_loops=1): layers loop_start..loop_end run
+    # num_loops extra times while GPT.set_looping(True) is on.
+    loop_start: int = 0
+    loop_end: int = 0
+    num_loops: int = 0  # 0 off
+    # "looped": skip weights sized for the looped index lists (R0409, R0427); "physical": sized for the
+    # plain U-Net, extra looped decoder layers reuse the last weight while skips remain (R0403, PR #1331).
+    loop_skip_weights: Literal["looped", "physical"] = "looped"
+    loop_enable_at: float = 0.0  # read by the trainer: training fraction at which looping switches on
+    parallel_residual: Literal["off", "gptj", "two_lane"] = "off"  # §2.16 (b) GPT-J, (c) R0427 two lanes
+    parallel_start_layer: int = 0  # first physical layer of the parallel form
+    attn_gate: Literal["off", "dense", "output", "sparse"] = "off"  # per-head attention output gates (§2.13)
+    attn_gate_scale: float = 1.0  # sparse gate logit scale (R0423 1.0, R0427 0.5)
+    attn_gate_init_std: float = 0.01  # dense gate W_g ~ N(0, std^2)
+    value_residual: bool = False  # v_l = lambda0 * v_0 + lambda1 * v_l (§2.12; off in every record)
 
     @property
     def head_dim(self) -> int:
@@ -72,6 +98,64 @@ class ModelConfig:
             _fail("model.leaky_slope", self.leaky_slope, "must be >= 0 (0 gives relu^2)")
         if self.logit_softcap < 0:
             _fail("model.logit_softcap", self.logit_softcap, "must be >= 0 (0 disables the softcap)")
+        self._validate_features()
+
+    def ve_layer_list(self) -> list[int]:
+        """ve_layers parsed: "9,10" -> [9, 10]; "" -> []. Raises ValueError on anything else."""
+        layers: list[int] = []
+        for part in self.ve_layers.split(","):
+            if not part.strip():
+                continue
+            try:
+                layer = int(part)
+            except ValueError:
+                _fail("model.ve_layers", self.ve_layers, "must be comma-separated layer indices, e.g. '9,10'")
+            if not 0 <= layer < self.num_layers or layer in layers:
+                _fail("model.ve_layers", self.ve_layers, f"needs distinct layers in [0, num_layers={self.num_layers})")
+            layers.append(layer)
+        return layers
+
+    def _validate_features(self) -> None:
+        choices = {"smear_gate": ("off", "v1", "v2"), "loop_skip_weights": ("looped", "physical"),
+                   "parallel_residual": ("off", "gptj", "two_lane"), "attn_gate": ("off", "dense", "output", "sparse")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                _fail(f"model.{name}", getattr(self, name), f"must be one of {', '.join(allowed)}")
+        for name in ("xsa_last_n", "num_loops", "loop_start", "loop_end", "parallel_start_layer", "bigram_vocab"):
+            if getattr(self, name) < 0:
+                _fail(f"model.{name}", getattr(self, name), "must be >= 0")
+        windowed = self.smear_gate == "v2" or self.attn_gate in ("output", "sparse")
+        if windowed and not 0 < self.gate_window <= self.model_dim:
+            _fail("model.gate_window", self.gate_window, f"must be in [1, model_dim={self.model_dim}]")
+        if self.smear_gate == "v2" and not 0 <= self.bos_id < self.vocab_size:
+            _fail("model.bos_id", self.bos_id, f"must be a token id in [0, vocab_size={self.vocab_size})")
+        if self.bigram_vocab:
+            if self.bigram_vocab < 2:
+                _fail("model.bigram_vocab", self.bigram_vocab, "hashes modulo bigram_vocab-1; use >= 2 (0 disables)")
+            if self.bigram_dim <= 0:
+                _fail("model.bigram_dim", self.bigram_dim, "must be positive when model.bigram_vocab > 0")
+            # The hash multiplies token ids by 36313 in int32; larger ids would wrap around.
+            if 36313 * (self.vocab_size - 1) >= 2**31:
+                _fail("model.bigram_vocab", self.bigram_vocab,
+                      f"BigramHash's int32 hash needs vocab_size <= 59139 (got {self.vocab_size}); set 0 to disable")
+        if self.ve_layer_list() and self.ve_dim <= 0:
+            _fail("model.ve_dim", self.ve_dim, "must be positive when model.ve_layers is set")
+        if self.num_loops:
+            if not self.loop_start <= self.loop_end < self.num_layers:
+                _fail("model.loop_end", self.loop_end,
+                      f"needs loop_start={self.loop_start} <= loop_end < num_layers={self.num_layers}")
+        if not 0 <= self.loop_enable_at <= 1:
+            _fail("model.loop_enable_at", self.loop_enable_at, "is a training fraction; must be in [0, 1]")
+        if self.parallel_residual != "off" and self.parallel_start_layer >= self.num_layers:
+            _fail("model.parallel_start_layer", self.parallel_start_layer, f"must be < num_layers={self.num_layers}")
+        if self.value_residual and self.parallel_residual == "two_lane" and not self.unet_skips \
+                and self.parallel_start_layer == 0:
+            _fail("model.value_residual", self.value_residual,
+                  "needs a single-lane first block (its values are v_0); raise model.parallel_start_layer")
+        if self.attn_gate == "sparse" and self.attn_gate_scale <= 0:
+            _fail("model.attn_gate_scale", self.attn_gate_scale, "must be positive")
+        if self.attn_gate_init_std < 0:
+            _fail("model.attn_gate_init_std", self.attn_gate_init_std, "must be >= 0")
 
 
 @dataclass(kw_only=True)

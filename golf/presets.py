@@ -86,7 +86,115 @@ def demo() -> GolfConfig:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], GolfConfig]] = {"demo": demo, "baseline": baseline, "core11": core11}
+def pr89() -> GolfConfig:
+    """PR #89 (records/track_10min_16mb/2026-03-19_NorMuon_Int6STE_SWA_SlidingWindow, FineWeb val_bpb 1.1622,
+    3-seed mean; logged model_params 21,778,504).
+
+    The baseline's 9 x 512 GPT (full RoPE, relu^2, torch-default init, 8/4 heads, vocab 1024) with MLP 3x;
+    Muon LR 0.02 (momentum 0.92 -> 0.99 over 1500 steps), Adam 0.02 scalars / 0.03 tied embedding, no WD,
+    no clip, warmdown 3000 iterations, seq 1024 x 524,288 tokens/step, 600 s; int6 per-row export with the
+    fp16 tied embedding, zstd; sliding-window eval stride 64.
+    Not expressible in golf's config yet: the record's NorMuon (post-NS per-row second moment, beta2 0.95),
+    int6 STE fake-quant through all of training, SWA (every 200 steps while the LR scale < 0.5), the
+    quantile(0.9999984) row clip.
+    """
+    cfg = baseline()
+    cfg.preset = "pr89"
+    cfg.model.mlp_mult = 3.0
+    o = cfg.optim
+    o.matrix_lr, o.scalar_lr, o.embed_lr = 0.02, 0.02, 0.03
+    o.muon_momentum_start, o.muon_momentum, o.muon_momentum_warmup_steps = 0.92, 0.99, 1500
+    o.warmdown_iters = 3000
+    q = cfg.quant
+    q.bits, q.embed_bits, q.clip, q.gptq, q.compressor = 6, 16, "absmax_floor", False, "zstd"
+    cfg.eval.stride = 64
+    return cfg
+
+
+def pr549() -> GolfConfig:
+    """PR #549 (records/track_10min_16mb/2026-03-23_LeakyReLU_LegalTTT_ParallelMuon, FineWeb val_bpb 1.1194,
+    3-seed mean; logged model_params 26,928,220).
+
+    core11 (11L, LeakyReLU(0.5)^2 MLP 3x, partial RoPE 16 with the record's NTK base, the record's optimizer,
+    EMA 0.997) plus XSA on the last 4 layers, LN scale, SmearGate v1, BigramHash 1536x128, value embeddings
+    (dim 128, layers 9,10); the run command's ITERATIONS=9000; int6 matrices / int8 embeddings, lzma.
+    Not expressible in golf's config yet: legal score-first TTT (SGD lr 0.002, momentum 0.9, 3 epochs,
+    32,768-token chunks, no frozen blocks, clip 1.0), the late-QAT switch (threshold 0.15), SWA (collected,
+    never applied, techniques.md §3.9), the GPTQ-lite percentile clip search (absmax_floor is the nearest
+    rule), parameter banks / Parallel Muon, and bigram.proj / ve_shared.proj in the scalar Adam group.
+    """
+    cfg = core11()
+    cfg.preset = "pr549"
+    m = cfg.model
+    m.xsa_last_n, m.ln_scale, m.smear_gate = 4, True, "v1"
+    m.bigram_vocab, m.bigram_dim = 1536, 128
+    m.ve_layers, m.ve_dim = "9,10", 128
+    cfg.train.iterations = 9000
+    q = cfg.quant
+    q.bits, q.embed_bits, q.clip, q.gptq, q.compressor = 6, 8, "absmax_floor", False, "lzma"
+    cfg.eval.stride = 64
+    return cfg
+
+
+def pr1285() -> GolfConfig:
+    """PR #1285 (records/track_10min_16mb/2026-04-03_MuonEqR_DepthRecurrence_WD090_AllInt6, FineWeb val_bpb
+    1.0912, 3-seed mean; logged model_params 34,401,371).
+
+    Vocab 4096, 11L, LeakyReLU(0.5)^2 MLP 4x, partial RoPE 16 (no NTK scaling at 2048), q_gain 4.0, XSA on
+    all layers, LN scale, sigmoid skip gates, value embeddings (128, layers 9,10); depth recurrence of layers
+    4-5 repeated once (variant B) with the record's skip-weight layout, switched on at half of training
+    (the record switches at step 3000, logged at 5.0 of its 9.8 training minutes). Muon LR 0.02 (momentum
+    0.92 -> 0.99 over 1500), WD 0.090 Muon and embedding / 0.02 scalars, Adam 0.02 / 0.03, clip 0.3,
+    warmdown fraction 0.667, EMA 0.997, 10 s GPTQ reserve; full GPTQ int6 on all 66 matrices (64
+    calibration batches), int8 embedding, brotli; sliding eval stride 64.
+    Not expressible in golf's config yet: MuonEq-R (row-normalized Muon), a step-based loop switch, the
+    per-matrix percentile clip search inside GPTQ (absmax_floor is the nearest rule).
+    """
+    cfg = GolfConfig(preset="pr1285")
+    m = cfg.model
+    m.vocab_size, m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads = 4096, 11, 512, 8, 4
+    m.mlp_mult, m.leaky_slope, m.rope_dims, m.rope_ntk_seq_len, m.qk_gain_init = 4.0, 0.5, 16, 0, 4.0
+    m.xsa_last_n, m.ln_scale, m.skip_gates = 11, True, True
+    m.ve_layers, m.ve_dim = "9,10", 128
+    m.loop_start, m.loop_end, m.num_loops, m.loop_skip_weights, m.loop_enable_at = 4, 5, 1, "physical", 0.5
+    o = cfg.optim
+    o.matrix_lr, o.scalar_lr, o.embed_lr = 0.02, 0.02, 0.03
+    o.muon_momentum_start, o.muon_momentum, o.muon_momentum_warmup_steps = 0.92, 0.99, 1500
+    o.muon_wd, o.embed_wd, o.scalar_wd = 0.090, 0.090, 0.02
+    o.grad_clip, o.warmdown_frac, o.min_lr, o.ema_decay = 0.3, 0.667, 0.0, 0.997
+    t = cfg.train
+    t.seq_len, t.batch_tokens, t.max_wallclock_seconds, t.quant_reserve_seconds = 2048, 786432, 600.0, 10.0
+    q = cfg.quant
+    q.bits, q.embed_bits, q.clip, q.gptq, q.calib_batches, q.compressor = 6, 8, "absmax_floor", True, 64, "brotli"
+    cfg.eval.stride = 64
+    return cfg
+
+
+def pr1331() -> GolfConfig:
+    """PR #1331 (records/track_10min_16mb/2026-04-04_MuonEqR_3LayerRecurrence_WD095_MLR022_AllInt6, FineWeb
+    val_bpb 1.0900, 3-seed mean; logged model_params 34,401,371, the same weights as pr1285).
+
+    pr1285 with layers 3-5 repeated once (14 virtual layers; the record also switches at step 3000),
+    Muon and embedding WD 0.095, Muon LR 0.022 (the run command's RECUR_LAYERS=3,4,5 MUON_WD=0.095
+    EMBED_WD=0.095 MATRIX_LR=0.022).
+    """
+    cfg = pr1285()
+    cfg.preset = "pr1331"
+    cfg.model.loop_start = 3
+    cfg.optim.muon_wd = cfg.optim.embed_wd = 0.095
+    cfg.optim.matrix_lr = 0.022
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], GolfConfig]] = {
+    "demo": demo,
+    "baseline": baseline,
+    "core11": core11,
+    "pr89": pr89,
+    "pr549": pr549,
+    "pr1285": pr1285,
+    "pr1331": pr1331,
+}
 
 
 def get_preset(name: str) -> GolfConfig:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from golf.config import ModelConfig
+from golf.model.features import attention_gate, attn_gate_weight, xsa
 from golf.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
 from golf.ops._dispatch import fallback, note_impl
 
@@ -101,9 +102,10 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, backend: str = "sdpa") -> 
 
 
 class CausalSelfAttention(nn.Module):
-    """c_q/c_k/c_v -> QK RMS-norm -> partial RoPE -> q * q_gain -> causal GQA attention -> proj."""
+    """c_q/c_k/c_v [+ value embedding, value residual] -> QK RMS-norm -> partial RoPE -> q * q_gain ->
+    causal GQA attention [-> XSA -> attention gate] -> proj (techniques.md §2.3, §2.4, §2.11–§2.13)."""
 
-    def __init__(self, cfg: ModelConfig, backend: str):
+    def __init__(self, cfg: ModelConfig, backend: str, layer_idx: int = 0):
         super().__init__()
         d, h, hkv, dh = cfg.model_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = h, hkv, dh
@@ -115,17 +117,45 @@ class CausalSelfAttention(nn.Module):
         self.proj._zero_init = True
         self.q_gain = nn.Parameter(torch.full((h,), float(cfg.qk_gain_init), dtype=torch.float32))
         self.rotary = Rotary(cfg.rope_dims, cfg.rope_base, cfg.rope_ntk_seq_len)
+        # Fixed per physical layer at construction (constants of the compiled graph, never switched later).
+        self.use_xsa = layer_idx >= cfg.num_layers - cfg.xsa_last_n if cfg.xsa_last_n > 0 else False
+        self.gate_kind = cfg.attn_gate
+        self.gate_scale = float(cfg.attn_gate_scale)
+        self.attn_gate_w = attn_gate_weight(cfg) if cfg.attn_gate != "off" else None
+        # Value residual (§2.12): every layer but the first mixes in layer 0's raw values v_0. Named
+        # `vr_lambdas` (R0323: `vr_lambda`) so the control-tensor pattern "lambdas" claims it.
+        self.vr_lambdas = (
+            nn.Parameter(torch.full((2,), 0.5, dtype=torch.float32)) if cfg.value_residual and layer_idx > 0 else None
+        )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: [B, T, D], already RMS-normalized by the block -> [B, T, D]."""
+    def forward(
+        self, x: Tensor, v_embed: Tensor | None = None, v0: Tensor | None = None, return_v: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x: [B, T, D], already RMS-normalized by the block -> [B, T, D].
+
+        v_embed [B, T, Hkv*Dh]: value embedding added to c_v(x) (§2.11). v0 [B, T, Hkv, Dh]: the first
+        layer's raw values, mixed in by value residual. return_v: also return this layer's raw values
+        (after the value embedding, before the value-residual mix), the v0 of later layers.
+        """
         bsz, seq_len, _ = x.shape
         q = self.c_q(x).view(bsz, seq_len, self.num_heads, self.head_dim)  # [B, T, H, Dh]
         k = self.c_k(x).view(bsz, seq_len, self.num_kv_heads, self.head_dim)  # [B, T, Hkv, Dh]
-        v = self.c_v(x).view(bsz, seq_len, self.num_kv_heads, self.head_dim)  # [B, T, Hkv, Dh]
+        v = self.c_v(x)
+        if v_embed is not None:
+            v = v + v_embed
+        v = v.view(bsz, seq_len, self.num_kv_heads, self.head_dim)  # [B, T, Hkv, Dh]
+        raw_v = v
+        if v0 is not None and self.vr_lambdas is not None:
+            lam = self.vr_lambdas.to(v.dtype)
+            v = lam[0] * v0 + lam[1] * v
         q, k = rms_norm(q), rms_norm(k)
         cos, sin = self.rotary(seq_len, x.device, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         y = causal_attention(q, k, v, self.backend)  # [B, T, H, Dh]
-        # Per-head outputs are the seam for XSA and attention gates (§2.4, §2.13), before the projection.
-        return self.proj(y.reshape(bsz, seq_len, self.num_heads * self.head_dim))
+        if self.use_xsa:
+            y = xsa(y, v)
+        if self.attn_gate_w is not None:
+            y = y * attention_gate(self.gate_kind, self.attn_gate_w, x, self.gate_scale)
+        out = self.proj(y.reshape(bsz, seq_len, self.num_heads * self.head_dim))
+        return (out, raw_v) if return_v else out
