@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ def _config_from(saved: dict, overrides: dict[str, str]) -> GolfConfig:
 def eval(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str]) -> int:  # noqa: A001
     """Score an artifact with the eval settings of the run that wrote it, unless overridden."""
     from golf.eval.artifact_eval import load_artifact_model, score
-    from golf.train import dist, job
+    from golf.train import dist, job, report
 
     info = dist.init(cfg.train.device)
     try:
@@ -36,7 +37,7 @@ def eval(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str]) -
         cfg = _config_from(saved.to_dict(), overrides)
         if "data.dir" not in overrides and meta.get("data_dir"):
             cfg.data.dir = meta["data_dir"]
-        dataset = job.resolve_dataset(cfg, info, print if info.is_main else lambda _: None)
+        dataset = job.resolve_dataset(cfg, info, report.RunLog(None, enabled=info.is_main, stream=sys.stderr))
         results = score(model, cfg, dataset, info.device, info.rank, info.world_size)
     finally:
         dist.shutdown()
@@ -62,7 +63,7 @@ def quantize(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str
     if info.distributed:
         raise ValueError("golf quantize runs in one process; launch it without torchrun")
     out = Path(cfg.out) if "out" in overrides else Path(args.checkpoint).parent
-    log = report.RunLog(out / "quantize.log")
+    log = report.RunLog(out / "quantize.log", stream=sys.stderr)
     model = GPT(cfg.model)
     weights = state["ema"] if state.get("ema") is not None else state["model"]
     model.load_state_dict({k: v for k, v in weights.items() if k in model.state_dict()})
@@ -78,6 +79,7 @@ def info(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str]) -
     from golf.model import GPT
 
     with torch.device("meta"):
-        params = GPT(cfg.model).num_params()
-    print(json.dumps({"preset": cfg.preset, "params": params, "config": cfg.to_dict()}, indent=2))
+        model = GPT(cfg.model)
+    out = {"preset": cfg.preset, "params": model.num_params(), "features": model.features(), "config": cfg.to_dict()}
+    print(json.dumps(out, indent=2))
     return 0

@@ -147,7 +147,7 @@ def pr1285() -> GolfConfig:
     0.92 -> 0.99 over 1500), WD 0.090 Muon and embedding / 0.02 scalars, Adam 0.02 / 0.03, clip 0.3,
     warmdown fraction 0.667, EMA 0.997, 10 s GPTQ reserve; full GPTQ int6 on all 66 matrices (64
     calibration batches), int8 embedding, brotli; sliding eval stride 64.
-    Not expressible in golf's config yet: MuonEq-R (row-normalized Muon), a step-based loop switch, the
+    MuonEq-R (row-normalized Muon) is on. Not expressible in golf's config yet: a step-based loop switch, the
     per-matrix percentile clip search inside GPTQ (absmax_floor is the nearest rule).
     """
     cfg = GolfConfig(preset="pr1285")
@@ -162,6 +162,7 @@ def pr1285() -> GolfConfig:
     o.muon_momentum_start, o.muon_momentum, o.muon_momentum_warmup_steps = 0.92, 0.99, 1500
     o.muon_wd, o.embed_wd, o.scalar_wd = 0.090, 0.090, 0.02
     o.grad_clip, o.warmdown_frac, o.min_lr, o.ema_decay = 0.3, 0.667, 0.0, 0.997
+    o.muon_row_normalize = True
     t = cfg.train
     t.seq_len, t.batch_tokens, t.max_wallclock_seconds, t.quant_reserve_seconds = 2048, 786432, 600.0, 10.0
     q = cfg.quant

@@ -31,6 +31,8 @@ def load_artifact_model(path: str | Path, device: torch.device) -> tuple[GPT, Go
     if missing:
         raise ValueError(f"artifact {path} lacks tensors {sorted(missing)[:5]}...; it does not match golf's model")
     model.load_state_dict(state, strict=True)
+    if cfg.model.num_loops:
+        model.set_looping(True)  # the records evaluate (and calibrate) with depth recurrence on
     return model.to(device).eval(), cfg, meta
 
 

@@ -102,10 +102,12 @@ def _run(cfg: GolfConfig, info: DistInfo, out: Path, log, resume: str) -> dict:
     log(f"model: {trainer.model.num_params():,} parameters, attention {trainer.model.attention_backend}, "
         f"grad_accum {trainer.accum}, compile {trainer.compiled}")
     log(f"optimizer groups: {trainer.opt.summary()}")
+    log(f"features: {', '.join(trainer.model.features()) or 'none'}")
     result = trainer.run(resume)
     summary: dict = {"config": cfg.to_dict(), "environment": env, "run_dir": str(out), "world_size": info.world_size,
                      "grad_accum": trainer.accum, "params": trainer.model.num_params(),
                      "attention_backend": trainer.model.attention_backend, "compiled": trainer.compiled,
+                     "features": trainer.model.features(),
                      "steps": result.steps, "stopped_by": result.stopped_by, "train_seconds": result.train_seconds,
                      "ms_per_step": result.ms_per_step, "tokens_per_second": result.tokens_per_second,
                      "final_train_loss": result.history[-1][1] if result.history else None,
@@ -113,6 +115,8 @@ def _run(cfg: GolfConfig, info: DistInfo, out: Path, log, resume: str) -> dict:
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.model)
         log("loaded EMA weights for evaluation and quantization")
+    if cfg.model.num_loops:
+        trainer.model.set_looping(True)  # evaluate and calibrate as the model ends training
     pre = score(trainer.model, _pre_quant_cfg(cfg), dataset, info.device, info.rank, info.world_size,
                 forward=trainer.eval_model)["plain"]
     log(f"pre-quant val_loss:{pre.val_loss:.6f} val_bpb:{pre.val_bpb:.6f}")

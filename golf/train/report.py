@@ -19,16 +19,17 @@ import golf
 class RunLog:
     """Prints on rank 0 and appends every line to RUN/train.log."""
 
-    def __init__(self, path: Path | None, enabled: bool = True):
+    def __init__(self, path: Path | None, enabled: bool = True, stream=None):
         self.path = path
         self.enabled = enabled
+        self.stream = stream  # None: stdout; commands that print JSON on stdout log to stderr
         if enabled and path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, msg: str) -> None:
         if not self.enabled:
             return
-        print(msg, flush=True)
+        print(msg, file=self.stream or sys.stdout, flush=True)
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(msg + "\n")

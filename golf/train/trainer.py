@@ -139,6 +139,18 @@ class Trainer:
                             warmup_steps=o.muon_momentum_warmup_steps)
         return lr, mom
 
+    def update_looping(self, step: int, train_seconds: float) -> None:
+        """Switch depth recurrence on once the training fraction reaches model.loop_enable_at (§2.15): the
+        fraction of the wall-clock cap when there is one, else of the iterations."""
+        m = self.cfg.model
+        if not m.num_loops or self.model.looping:
+            return
+        cap = self.time_cap()
+        frac = train_seconds / cap if cap else step / self.cfg.train.iterations
+        if frac >= m.loop_enable_at:
+            self.model.set_looping(True)
+            self.log(f"step:{step} depth recurrence on (training fraction {frac:.3f})")
+
     def time_cap(self) -> float:
         t = self.cfg.train
         return max(t.max_wallclock_seconds - t.quant_reserve_seconds, 0.0) if t.max_wallclock_seconds > 0 else 0.0
@@ -153,8 +165,14 @@ class Trainer:
         t0 = time.perf_counter()
         model_state = copy.deepcopy(self.model.state_dict())
         opt_state = copy.deepcopy(self.opt.state_dict())
-        for _ in range(n):
-            self.step(*self.schedule(0, 0.0))
+        # Depth recurrence changes the graph when it switches on: compile both variants here, untimed.
+        for looping in ([False, True] if self.cfg.model.num_loops else [None]):
+            if looping is not None:
+                self.model.set_looping(looping)
+            for _ in range(n):
+                self.step(*self.schedule(0, 0.0))
+        if self.cfg.model.num_loops:
+            self.model.set_looping(False)
         self.sync()
         self.model.load_state_dict(model_state)
         self.opt.load_state_dict(opt_state)
@@ -216,6 +234,7 @@ class Trainer:
         bar = tqdm(total=t.iterations, initial=step, disable=not self.info.is_main, unit="step", dynamic_ncols=True)
         self.model.train()
         while step < t.iterations:
+            self.update_looping(step, train_seconds)
             t0 = time.perf_counter()
             loss = self.step(*self.schedule(step, train_seconds))
             loss = dist.all_reduce(loss.detach().clone(), "avg").item()  # also the per-step sync for timing
