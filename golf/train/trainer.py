@@ -105,7 +105,7 @@ class Trainer:
         t = self.cfg.train
         return TokenLoader(self.dataset.train_files, batch_tokens=t.batch_tokens, seq_len=t.seq_len,
                            grad_accum=self.accum, rank=self.info.rank, world_size=self.info.world_size,
-                           seed=self.cfg.seed)
+                           seed=self.cfg.seed, vocab_size=self.dataset.vocab_size)
 
     # -- one optimizer step -------------------------------------------------------------------------------
     def step(self, lr: float, momentum: float) -> torch.Tensor:
