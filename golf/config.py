@@ -189,6 +189,11 @@ class OptimConfig:
     muon_nesterov: bool = True
     muon_coefficients: Literal["ns5", "polar_express"] = "ns5"  # Newton–Schulz coefficient set (§3.2, §3.5)
     muon_row_normalize: bool = False  # MuonEq-R: row-normalize the update before NS (§3.3)
+    muon_normuon: bool = False  # NorMuon as the paper defines it (§3.4; untested on this task)
+    muon_normuon_beta2: float = 0.95
+    muon_shape_scaling: bool = True  # update *= sqrt(max(1, rows/cols))
+    muon_banks: bool = True  # one batched NS call per group of same-shape matrices
+    muon_distributed: Literal["allreduce", "sharded"] = "allreduce"  # torchrun: DDP + all-reduce, or RS/AG banks
     muon_wd: float = 0.0
     embed_wd: float = 0.0
     scalar_wd: float = 0.0
@@ -205,7 +210,7 @@ class OptimConfig:
         for name in ("matrix_lr", "scalar_lr", "embed_lr", "adam_eps"):
             if getattr(self, name) <= 0:
                 _fail(f"optim.{name}", getattr(self, name), "must be positive")
-        for name in ("muon_momentum", "muon_momentum_start", "adam_beta1", "adam_beta2"):
+        for name in ("muon_momentum", "muon_momentum_start", "adam_beta1", "adam_beta2", "muon_normuon_beta2"):
             if not 0 <= getattr(self, name) < 1:
                 _fail(f"optim.{name}", getattr(self, name), "must be in [0, 1)")
         if not 0 <= self.ema_decay < 1:

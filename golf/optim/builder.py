@@ -2,6 +2,10 @@
 
 The trainer drives the result as one object: step, zero_grad, the LR scale of §3.7 (one scale for every
 group), the Muon momentum warmup, checkpointing, and a summary for the run log.
+
+Muon options that OptimConfig may not define yet are read with these defaults (`_MUON_OPTION_DEFAULTS`):
+muon_normuon=False, muon_normuon_beta2=0.95, muon_shape_scaling=True, muon_banks=True,
+muon_distributed="allreduce".
 """
 
 from __future__ import annotations
@@ -33,8 +37,14 @@ class Optimizers:
         return out
 
     def step(self) -> None:
-        for opt in self.all.values():
+        """Adam steps run while sharded Muon's reduce-scatters are in flight (§3.11 phases 1-3); the parameter
+        sets are disjoint, so the order changes nothing else."""
+        if self.muon is not None:
+            self.muon.launch_reduce_scatters()  # a no-op unless distributed="sharded" on several processes
+        for opt in self.adams.values():
             opt.step()
+        if self.muon is not None:
+            self.muon.step()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.all.values():
@@ -70,8 +80,11 @@ class Optimizers:
         out: dict[str, Any] = {"groups": self.groups.summary()}
         if self.muon is not None:
             g = self.muon.param_groups[0]
-            keys = ("momentum", "nesterov", "ns_steps", "coefficients", "row_normalize")
+            keys = ("momentum", "nesterov", "ns_steps", "coefficients", "row_normalize", "normuon", "normuon_beta2",
+                    "shape_scaling")
             out["muon"] = {k: g[k] for k in keys}
+            out["muon"]["distributed"] = self.muon.distributed
+            out["muon"]["banks"] = [b.describe() for b in self.muon.banks]
         if self.adams:
             g = next(iter(self.adams.values())).param_groups[0]
             out["adam"] = {"betas": list(g["betas"]), "eps": g["eps"], "fused": bool(g.get("fused"))}
@@ -81,8 +94,9 @@ class Optimizers:
 def build_optimizers(model: nn.Module, cfg: OptimConfig, rules: list[Rule] | None = None) -> Optimizers:
     """Group `model`'s trainable parameters by `rules` (default: `default_rules(cfg)`) and build the optimizers.
 
-    Muon takes cfg.muon_momentum (the warmup overwrites it per step), Nesterov and the NS settings; AdamW takes
-    (adam_beta1, adam_beta2), adam_eps and the group's decoupled wd, fused only when every parameter is on CUDA.
+    Muon takes cfg.muon_momentum (the warmup overwrites it per step), Nesterov, the NS settings and the options
+    muon_* options; AdamW takes (adam_beta1, adam_beta2), adam_eps and the group's decoupled wd, fused only
+    when every parameter is on CUDA.
     """
     groups = assign_param_groups(model.named_parameters(), rules if rules is not None else default_rules(cfg))
     muon_groups = [
@@ -100,6 +114,11 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig, rules: list[Rule] | Non
             ns_steps=cfg.muon_ns_steps,
             coefficients=cfg.muon_coefficients,
             row_normalize=cfg.muon_row_normalize,
+            normuon=cfg.muon_normuon,
+            normuon_beta2=cfg.muon_normuon_beta2,
+            shape_scaling=cfg.muon_shape_scaling,
+            banks=cfg.muon_banks,
+            distributed=cfg.muon_distributed,
         )
     adams = {}
     for g in groups.of_kind("adam"):

@@ -25,7 +25,7 @@ from golf.data.loader import TokenLoader
 from golf.eval.bpb import build_byte_luts
 from golf.eval.evaluate import autocast_for, eval_plain
 from golf.model import GPT
-from golf.optim import EMA, build_optimizers, clip_grad_norm
+from golf.optim import EMA, build_optimizers, clip_grad_norm, exclude_from_ddp
 from golf.optim.schedule import lr_scale, muon_momentum
 from golf.train import checkpoint, dist
 from golf.train.dist import DistInfo
@@ -89,12 +89,14 @@ class Trainer:
         self.compiled = use_compile(cfg, self.device)
         fwd = torch.compile(self.model, dynamic=False, fullgraph=True) if self.compiled else self.model
         self.eval_model = fwd
+        self.opt = build_optimizers(self.model, cfg.optim)  # before DDP: sharded Muon broadcasts its params
         if info.distributed:
             torch._dynamo.config.optimize_ddp = False
             ids = [self.device.index] if self.device.type == "cuda" else None
+            if self.opt.muon is not None and self.opt.muon.distributed == "sharded":
+                exclude_from_ddp(fwd, self.opt.muon)  # Muon reduce-scatters its own gradients
             fwd = DDP(fwd, device_ids=ids, broadcast_buffers=False)
         self.fwd = fwd
-        self.opt = build_optimizers(self.model, cfg.optim)
         self.ema = EMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
         self.loader = self.new_loader()
         self.lut = build_byte_luts(dataset.processor(), cfg.model.vocab_size)
