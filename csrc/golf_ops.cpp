@@ -1,16 +1,17 @@
 // golf._C: golf's C++ ops, registered as torch ops in the `golf` namespace (torch.ops.golf.*).
 //
 // Importing the module registers the schemas below and their CPU kernels; a CUDA build (setup.py defines
-// GOLF_WITH_CUDA and compiles csrc/*.cu) adds CUDA kernels for the same schemas. Only ATen/ATen.h and
-// torch/library.h are included, never torch/extension.h: the build is ~5x faster (platform.md).
+// GOLF_WITH_CUDA and compiles csrc/*.cu) adds CUDA kernels for the same schemas. Only the ATen headers in
+// use and torch/library.h are included, never torch/extension.h: the build is ~5x faster (platform.md).
 //
 // Ops:
 //   gptq_block_update(Tensor W, Tensor Hinv, Tensor scales, int qmax) -> (Tensor Q, Tensor Err)
 //     GPTQ's serial column sweep over one block; contract in gptq_update.h, reference in golf/ops/gptq.py.
 #include <Python.h>
 
-#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -95,6 +96,7 @@ TORCH_LIBRARY_IMPL(golf, CPU, m) { m.impl("gptq_block_update", &golf::gptq_block
 static struct PyModuleDef golf_c_module = {
     PyModuleDef_HEAD_INIT, "_C",
     "golf's compiled ops; importing registers torch.ops.golf.* (see csrc/golf_ops.cpp)", -1, nullptr,
+    nullptr, nullptr, nullptr, nullptr,
 };
 
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&golf_c_module); }

@@ -1,0 +1,159 @@
+"""State dict <-> quantized entries (techniques.md §4.1–§4.3, §4.7, §4.8).
+
+Rules, per tensor of the reference-layout state dict:
+- non-float tensors are kept as they are (a plain Tensor entry);
+- float tensors with numel <= quant.passthrough_numel (control vectors, gates, scales) are stored as fp16;
+- 2-D float tensors above that size are quantized per row on golf.quant.scheme's grid: `tok_emb.weight`
+  with quant.embed_bits (16 keeps it fp16) and SDClip factor quant.embed_clip_k, every other matrix with
+  quant.bits and quant.clip_k (k only matters for quant.clip == "sdclip"); by GPTQ when quant.gptq is on
+  and a Hessian for the name exists, else by round-to-nearest with the same scales;
+- any other large float tensor (not 2-D) is stored as fp16, with a warning.
+Values outside fp16's range are never rounded to inf: such a tensor is stored as fp32, with a warning.
+
+dequantize_state_dict gives fp32 tensors (non-float ones unchanged) with the original shapes, ready for
+`model.load_state_dict`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from golf.config import QuantConfig
+from golf.quant import scheme
+
+EMBED_NAMES = ("tok_emb.weight",)  # the tied embedding / head: its own bits and clip factor
+KINDS = ("gptq", "rtn", "fp16", "fp32")
+FP16_MAX = 65504.0
+
+
+@dataclass
+class QuantizedTensor:
+    """One stored float tensor.
+
+    kind   "gptq" | "rtn": data = int8 codes [rows, cols], scales = fp16 [rows];
+           "fp16" | "fp32": data = the values in that dtype (original shape), scales = None.
+    bits   5..8 for codes, 16 / 32 for float storage.
+    clip   the clip rule of the scales (None for float storage); k its SDClip factor (None unless sdclip).
+    shape  the original shape; dtype the original dtype's name, e.g. "float32" (informational: the
+           dequantized tensor is always fp32).
+    """
+
+    kind: str
+    data: Tensor
+    scales: Tensor | None
+    bits: int
+    clip: str | None
+    k: float | None
+    shape: tuple[int, ...]
+    dtype: str
+
+    def dequantize(self) -> Tensor:
+        """fp32 tensor of the original shape."""
+        if self.kind in ("gptq", "rtn"):
+            return scheme.dequantize(self.data, self.scales, torch.float32).reshape(self.shape)
+        return self.data.float().reshape(self.shape)
+
+
+def _dtype_name(t: Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _float_entry(name: str, t: Tensor) -> QuantizedTensor:
+    if bool((t.float().abs() > FP16_MAX).any()):
+        warnings.warn(f"{name}: values beyond fp16's range ({FP16_MAX}); stored as fp32", RuntimeWarning, stacklevel=3)
+        data, kind, bits = t.detach().float().cpu().clone(), "fp32", 32
+    else:
+        data, kind, bits = t.detach().to(device="cpu", dtype=torch.float16), "fp16", 16
+    return QuantizedTensor(kind, data, None, bits, None, None, tuple(t.shape), _dtype_name(t))
+
+
+def _matrix_entry(
+    name: str, t: Tensor, hessian: Tensor | None, cfg: QuantConfig, device: torch.device | None, impl: str
+) -> QuantizedTensor:
+    is_embed = name in EMBED_NAMES
+    bits = cfg.embed_bits if is_embed else cfg.bits
+    if bits == 16:
+        return _float_entry(name, t)
+    k = (cfg.embed_clip_k if is_embed else cfg.clip_k) if cfg.clip == "sdclip" else None
+    if hessian is not None:
+        # Imported here: evaluating an artifact imports this module for dequantize_state_dict, and every golf
+        # module it loads is counted against the byte budget (golf.quant.codesize); GPTQ is not needed there.
+        from golf.quant.gptq import gptq_quantize
+
+        dev = device if device is not None else hessian.device
+        try:
+            codes, scales = gptq_quantize(
+                t.to(dev), hessian.to(dev), bits=bits, block_size=cfg.block_size, damp=cfg.damp,
+                act_order=cfg.act_order, clip=cfg.clip, k=k, impl=impl,
+            )
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from e
+        kind = "gptq"
+    else:
+        scales = scheme.row_scales(t, bits=bits, clip=cfg.clip, k=k)
+        codes = scheme.quantize(t, scales, bits=bits)
+        kind = "rtn"
+    return QuantizedTensor(kind, codes.cpu(), scales.cpu(), bits, cfg.clip, k, tuple(t.shape), _dtype_name(t))
+
+
+def quantize_state_dict(
+    state_dict: dict[str, Tensor],
+    hessians: dict[str, Tensor] | None,
+    cfg: QuantConfig,
+    *,
+    device: torch.device | str | None = None,
+    impl: str = "auto",
+) -> dict[str, QuantizedTensor | Tensor]:
+    """Quantize a reference-layout state dict by the rules in the module docstring.
+
+    hessians: {weight name: H [cols, cols]} from golf.quant.hessian.collect_hessians (None: RTN for all).
+    device: where GPTQ runs (default: each Hessian's device). impl: GPTQ's column-update implementation
+    (golf.ops.gptq). Entries are on the CPU, in the state dict's order.
+    """
+    cfg.validate()
+    dev = torch.device(device) if device is not None else None
+    use_gptq = cfg.gptq and bool(hessians)
+    entries: dict[str, QuantizedTensor | Tensor] = {}
+    missing: list[str] = []
+    for name, t in state_dict.items():
+        if not isinstance(t, Tensor):
+            raise ValueError(f"state_dict[{name!r}] is a {type(t).__name__}, not a tensor")
+        t = t.detach()
+        if not t.is_floating_point():
+            entries[name] = t.cpu().clone()
+        elif t.numel() <= cfg.passthrough_numel:
+            entries[name] = _float_entry(name, t)
+        elif t.dim() == 2:
+            h = hessians.get(name) if use_gptq else None
+            if use_gptq and h is None and not (name in EMBED_NAMES and cfg.embed_bits == 16):
+                missing.append(name)
+            entries[name] = _matrix_entry(name, t, h, cfg, dev, impl)
+        else:
+            warnings.warn(
+                f"{name}: a {t.dim()}-D float tensor with {t.numel()} elements is stored as fp16 (only 2-D "
+                "matrices are quantized; export banked weights in the per-layer reference layout)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            entries[name] = _float_entry(name, t)
+    if missing:
+        warnings.warn(f"GPTQ: no Hessian for {len(missing)} matrices, rounded to nearest instead: {missing}",
+                      RuntimeWarning, stacklevel=2)
+    return entries
+
+
+def dequantize_state_dict(entries: dict[str, QuantizedTensor | Tensor]) -> dict[str, Tensor]:
+    """fp32 tensors (non-float entries unchanged) in the original shapes."""
+    out: dict[str, Tensor] = {}
+    for name, e in entries.items():
+        if isinstance(e, QuantizedTensor):
+            out[name] = e.dequantize()
+        elif isinstance(e, Tensor):
+            out[name] = e
+        else:
+            raise ValueError(f"entry {name!r} is a {type(e).__name__}; expected QuantizedTensor or Tensor")
+    return out

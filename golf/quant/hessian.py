@@ -1,0 +1,85 @@
+"""GPTQ Hessians: H = mean over calibration batches of X^T X, per quantizable weight (techniques.md §4.7).
+
+X [tokens, in_features] is the fp32 input that multiplies a weight in the model's forward, reported by
+`model.linear_inputs(callback)` (golf.model.GPT) under the weight's state-dict name: c_q/c_k/c_v share the
+normalized attention input, attn.proj gets the attention output, mlp.fc the normalized MLP input, mlp.proj
+the activation, tok_emb.weight (tied head) the final-norm output. A weight reached twice in one forward
+(depth recurrence) adds both inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from golf.quant.gptq import fp32_matmuls
+
+
+class _HessianSums:
+    """The callback given to model.linear_inputs: adds X^T X (fp32, on `device`) per weight name."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, Tensor] = {}
+        # c_q, c_k and c_v receive the very same tensor: its X^T X is computed once and added three times.
+        self._last: tuple[Tensor, int, Tensor] | None = None
+
+    def __call__(self, name: str, x: Tensor) -> None:
+        last = self._last
+        if last is not None and last[0] is x and last[1] == x._version:
+            xtx = last[2]
+        else:
+            # Inputs may arrive in bf16 under autocast; the product must be true fp32 (autocast would turn
+            # this matmul back into bf16, and a trainer's TF32 setting would round its inputs).
+            with torch.autocast(self.device.type, enabled=False), fp32_matmuls():
+                x2 = x.detach().reshape(-1, x.shape[-1]).to(device=self.device, dtype=torch.float32)  # [N, cols]
+                xtx = x2.T @ x2  # [cols, cols]
+            self._last = (x, x._version, xtx)
+        acc = self.sums.get(name)
+        if acc is None:
+            self.sums[name] = xtx.clone()
+        else:
+            if acc.shape != xtx.shape:
+                raise ValueError(f"{name}: its input width changed between calls ({acc.shape[0]} vs {xtx.shape[0]})")
+            acc += xtx
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def collect_hessians(
+    model: nn.Module, batches: Iterable[Tensor], *, device: torch.device | str | None = None
+) -> dict[str, Tensor]:
+    """{weight name: H fp32 [in_features, in_features]} averaged over the batches.
+
+    model: has `linear_inputs(callback)` (golf.model.GPT); its forward runs as `model.logits(ids)` when it
+    has one (no loss needed), else `model(ids)`. batches: input_ids [B, T] tensors (or (inputs, targets)
+    pairs). device: where the batches run and H accumulates; default the model's device. Runs under
+    torch.no_grad in eval mode (the model's mode is restored). To calibrate in bf16 as training runs, call
+    it inside torch.autocast: X is upcast to fp32 before X^T X either way.
+    """
+    dev = torch.device(device) if device is not None else _model_device(model)
+    if not hasattr(model, "linear_inputs"):
+        raise ValueError(f"{type(model).__name__} has no linear_inputs(callback); use golf.model.GPT")
+    forward = getattr(model, "logits", model)
+    sums = _HessianSums(dev)
+    num_batches = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), model.linear_inputs(sums):
+            for batch in batches:
+                ids = batch[0] if isinstance(batch, (tuple, list)) else batch
+                forward(ids.to(dev))
+                sums._last = None  # release the last activation between batches
+                num_batches += 1
+    finally:
+        model.train(was_training)
+    if num_batches == 0:
+        raise ValueError("collect_hessians got no calibration batches; set quant.calib_batches > 0")
+    return {name: h.div_(num_batches) for name, h in sums.sums.items()}
