@@ -205,6 +205,13 @@ class OptimConfig:
     warmdown_frac: float = 0.0  # >0: warmdown by fraction of the (wallclock or iteration) budget instead
     min_lr: float = 0.0  # floor of the LR scale during warmdown
     ema_decay: float = 0.0  # 0 disables EMA; the records use 0.997 / 0.9965
+    # SWA (§3.9): every swa_every steps while the LR scale < swa_start_lr_scale, add the weights to a uniform
+    # average that replaces them at the end (golf applies it; R0322/R0323 collected it and never did). 0 disables.
+    swa_every: int = 0
+    swa_start_lr_scale: float = 0.2  # R0320: 0.5, R0320-int5: 0.4, R0322/R0323: 0.2
+    # bigram.proj / ve_shared.proj: Muon like the other matrices (R0320/R0321), or the scalar Adam group
+    # (the bank scripts, R0323 = pr549) (§3.1).
+    aux_proj_optimizer: Literal["muon", "adam"] = "muon"
 
     def validate(self) -> None:
         for name in ("matrix_lr", "scalar_lr", "embed_lr", "adam_eps"):
@@ -225,6 +232,13 @@ class OptimConfig:
         for name in ("muon_wd", "embed_wd", "scalar_wd", "grad_clip"):
             if getattr(self, name) < 0:
                 _fail(f"optim.{name}", getattr(self, name), "must be >= 0")
+        if self.swa_every < 0:
+            _fail("optim.swa_every", self.swa_every, "must be >= 0 (0 disables SWA)")
+        if not 0 < self.swa_start_lr_scale <= 1:
+            _fail("optim.swa_start_lr_scale", self.swa_start_lr_scale,
+                  "is an LR-scale threshold; must be in (0, 1] (SWA collects while the scale is below it)")
+        if self.aux_proj_optimizer not in ("muon", "adam"):
+            _fail("optim.aux_proj_optimizer", self.aux_proj_optimizer, "must be 'muon' or 'adam'")
 
 
 @dataclass(kw_only=True)
@@ -235,12 +249,21 @@ class QuantConfig:
     embed_bits: int = 8  # tied embedding
     clip: Literal["absmax", "absmax_floor", "sdclip"] = "absmax"  # golf.quant.scheme
     clip_k: float = 12.85  # SDClip factor for matrices
-    embed_clip_k: float = 20.0  # SDClip factor for the embedding
+    clip_k_attn: float = 0.0  # SDClip factor for attention matrices (c_q, c_k, c_v, attn.proj); 0: clip_k
+    clip_k_mlp: float = 0.0  # SDClip factor for MLP matrices (mlp.fc, mlp.proj); 0: clip_k
+    embed_clip_k: float = 20.0  # SDClip factor for the embedding and the lookup tables
+    table_bits: int = 8  # bigram / value-embedding lookup tables (round-to-nearest: no Hessian); 16: fp16
+    qat: bool = False  # STE fake-quant of every quantized CastedLinear in training, on the export's grid (§4.4)
+    qat_start_lr_scale: float = 0.15  # QAT switches on once the LR scale falls below this; >= 1.0: from step 0
+    qat_ste: Literal["identity", "clipped"] = "identity"  # clipped: no gradient where the forward clamp cut w
     gptq: bool = True  # False: round-to-nearest with the same scales
     block_size: int = 128
     damp: float = 0.01
     act_order: bool = True
     calib_batches: int = 64
+    calib_source: Literal["train", "generated"] = "train"  # generated: the model's own samples (§4.7)
+    mixed_low_bits: int = 0  # > 0: least Hessian-sensitive matrices drop to these bits to fit the budget (§4.9)
+    prune_to_budget: bool = False  # zero the cheapest +-1 codes until the artifact fits (§4.12)
     calib_batch_tokens: int = 0  # 0: train.batch_tokens
     passthrough_numel: int = 65536  # float tensors this small are stored as fp16
     compressor: Literal["brotli", "zstd", "lzma"] = "brotli"
@@ -252,12 +275,25 @@ class QuantConfig:
             _fail("quant.bits", self.bits, "must be one of 5, 6, 7, 8")
         if self.embed_bits not in (5, 6, 7, 8, 16):
             _fail("quant.embed_bits", self.embed_bits, "must be one of 5, 6, 7, 8 or 16 (fp16 passthrough)")
+        if self.table_bits not in (5, 6, 7, 8, 16):
+            _fail("quant.table_bits", self.table_bits, "must be one of 5, 6, 7, 8 or 16 (fp16 passthrough)")
         if self.clip_k <= 0 or self.embed_clip_k <= 0:
             _fail("quant.clip_k", self.clip_k, "SDClip factors must be positive")
+        for name in ("clip_k_attn", "clip_k_mlp"):
+            if getattr(self, name) < 0:
+                _fail(f"quant.{name}", getattr(self, name), "must be positive, or 0 to use quant.clip_k")
+        if self.qat_start_lr_scale <= 0:
+            _fail("quant.qat_start_lr_scale", self.qat_start_lr_scale, "must be positive (1.0: QAT from the start)")
+        if self.qat_ste not in ("identity", "clipped"):
+            _fail("quant.qat_ste", self.qat_ste, "must be 'identity' or 'clipped'")
         if self.block_size <= 0:
             _fail("quant.block_size", self.block_size, "must be positive")
         if not 0 <= self.damp < 1:
             _fail("quant.damp", self.damp, "must be in [0, 1)")
+        if self.calib_source not in ("train", "generated"):
+            _fail("quant.calib_source", self.calib_source, "must be 'train' or 'generated'")
+        if self.mixed_low_bits and not 5 <= self.mixed_low_bits < self.bits:
+            _fail("quant.mixed_low_bits", self.mixed_low_bits, f"must be 0 (off) or in [5, quant.bits={self.bits})")
         if self.calib_batches < 0:
             _fail("quant.calib_batches", self.calib_batches, "must be >= 0")
         if self.budget_bytes <= 0:
@@ -301,6 +337,14 @@ class EvalConfig:
     stride: int = 64  # sliding-window stride; 0 disables the sliding-window score
     batch_seqs: int = 32  # windows per forward
     max_tokens: int = 0  # score only the first N val tokens; 0: the whole split
+    # Legal score-first TTT (§5.4, golf.eval.ttt) on the artifact's model; defaults are R0323's (PR #549).
+    ttt: bool = False
+    ttt_chunk_tokens: int = 32768  # a multiple of the stride and >= the eval sequence length
+    ttt_epochs: int = 3
+    ttt_lr: float = 0.002  # cosine over the chunks (R0406/R0409: 0.005)
+    ttt_momentum: float = 0.9
+    ttt_freeze_blocks: int = 0  # the first N blocks stay fixed
+    ttt_grad_clip: float = 1.0  # global L2 norm; 0 disables
 
     def validate(self) -> None:
         for name in ("seq_len", "stride", "max_tokens"):
@@ -308,6 +352,22 @@ class EvalConfig:
                 _fail(f"eval.{name}", getattr(self, name), "must be >= 0")
         if self.batch_seqs <= 0:
             _fail("eval.batch_seqs", self.batch_seqs, "must be positive")
+        for name in ("ttt_epochs", "ttt_freeze_blocks", "ttt_lr", "ttt_grad_clip"):
+            if getattr(self, name) < 0:
+                _fail(f"eval.{name}", getattr(self, name), "must be >= 0")
+        if not 0 <= self.ttt_momentum < 1:
+            _fail("eval.ttt_momentum", self.ttt_momentum, "must be in [0, 1)")
+        if self.ttt_chunk_tokens <= 0:
+            _fail("eval.ttt_chunk_tokens", self.ttt_chunk_tokens, "must be positive")
+        if self.ttt and not self.stride:
+            _fail("eval.ttt", self.ttt, "scores with sliding windows; set eval.stride > 0 (the records use 64)")
+        if self.ttt and self.ttt_chunk_tokens % self.stride:
+            _fail("eval.ttt_chunk_tokens", self.ttt_chunk_tokens,
+                  f"must be a multiple of eval.stride={self.stride} so no window's scored targets straddle chunks")
+        if self.ttt and self.seq_len and (self.seq_len % self.stride or self.ttt_chunk_tokens < self.seq_len):
+            _fail("eval.ttt_chunk_tokens", self.ttt_chunk_tokens,
+                  f"TTT needs eval.seq_len={self.seq_len} to be a multiple of eval.stride={self.stride} and "
+                  "eval.ttt_chunk_tokens >= eval.seq_len (golf.eval.ttt.check_ttt_shape)")
 
 
 @dataclass(kw_only=True)

@@ -76,7 +76,7 @@ def demo() -> GolfConfig:
     t = cfg.train
     t.seq_len, t.batch_tokens, t.iterations = 256, 8192, 200
     t.max_wallclock_seconds = 0.0
-    t.warmup_steps = 0
+    t.warmup_steps = 2  # primes torch.compile on a GPU before the timer; a few seconds on a CPU
     t.log_every = 10
     t.val_every = 50
     t.val_tokens = 32768
@@ -118,10 +118,12 @@ def pr549() -> GolfConfig:
     core11 (11L, LeakyReLU(0.5)^2 MLP 3x, partial RoPE 16 with the record's NTK base, the record's optimizer,
     EMA 0.997) plus XSA on the last 4 layers, LN scale, SmearGate v1, BigramHash 1536x128, value embeddings
     (dim 128, layers 9,10); the run command's ITERATIONS=9000; int6 matrices / int8 embeddings, lzma.
-    Not expressible in golf's config yet: legal score-first TTT (SGD lr 0.002, momentum 0.9, 3 epochs,
-    32,768-token chunks, no frozen blocks, clip 1.0), the late-QAT switch (threshold 0.15), SWA (collected,
-    never applied, techniques.md §3.9), the GPTQ-lite percentile clip search (absmax_floor is the nearest
-    rule), parameter banks / Parallel Muon, and bigram.proj / ve_shared.proj in the scalar Adam group.
+    bigram.proj / ve_shared.proj train with the scalar Adam, as in the record's bank script. Legal
+    score-first TTT is on (SGD lr 0.002, momentum 0.9, 3 epochs, 32,768-token chunks, no frozen blocks,
+    clip 1.0: the EvalConfig defaults). SWA stays off: the record collects it (every 50 steps below LR scale
+    0.2) but never applies it, so only its EMA reaches evaluation (techniques.md §3.9).
+    Not expressible in golf's config yet: the late-QAT switch (threshold 0.15), the GPTQ-lite percentile
+    clip search (absmax_floor is the nearest rule), parameter banks / Parallel Muon.
     """
     cfg = core11()
     cfg.preset = "pr549"
@@ -130,9 +132,13 @@ def pr549() -> GolfConfig:
     m.bigram_vocab, m.bigram_dim = 1536, 128
     m.ve_layers, m.ve_dim = "9,10", 128
     cfg.train.iterations = 9000
+    cfg.optim.aux_proj_optimizer = "adam"
     q = cfg.quant
     q.bits, q.embed_bits, q.clip, q.gptq, q.compressor = 6, 8, "absmax_floor", False, "lzma"
-    cfg.eval.stride = 64
+    e = cfg.eval
+    e.stride = 64
+    e.ttt, e.ttt_chunk_tokens, e.ttt_epochs, e.ttt_lr, e.ttt_momentum = True, 32768, 3, 0.002, 0.9
+    e.ttt_freeze_blocks, e.ttt_grad_clip = 0, 1.0
     return cfg
 
 

@@ -43,5 +43,5 @@ def score(model, cfg: GolfConfig, dataset: Dataset, device: torch.device, rank: 
     seq_len = e.seq_len or cfg.train.seq_len
     tokens = dataset.val_tokens(e.max_tokens)
     lut = build_byte_luts(dataset.processor(), cfg.model.vocab_size)
-    return evaluate(forward or model, tokens, lut, seq_len=seq_len, stride=e.stride, batch_seqs=e.batch_seqs,
+    return evaluate(model if forward is None else forward, tokens, lut, seq_len=seq_len, stride=e.stride, batch_seqs=e.batch_seqs,
                     device=device, rank=rank, world_size=world_size)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from golf.ops.fake_quant import fake_quant
+
 
 def rms_norm(x: Tensor) -> Tensor:
     """Parameter-free RMSNorm over the last dim (techniques.md §2.2); eps=None is torch's finfo(dtype).eps."""
@@ -27,17 +29,34 @@ class CastedLinear(nn.Linear):
 
     `input_observer`, when set, is called with every input before the matmul (GPTQ calibration; see
     GPT.linear_inputs). It is None in training, and dynamo guards on it, so setting it recompiles.
+
+    QAT (golf.quant.qat.set_qat): while the instance attribute `qat` is True the matmul uses
+    `effective_weight()`, the weight fake-quantized on the exporter's grid (qat_bits, qat_clip, qat_k) with a
+    straight-through backward (qat_ste). These are plain Python attributes of each instance, never of the
+    class: dynamo guards on them, so switching QAT on recompiles once instead of being constant-folded away
+    (techniques.md §4.4 ⚠).
     """
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features, bias=False)
         self.input_observer: Callable[[Tensor], None] | None = None
         self._zero_init = False  # output projections start at zero (techniques.md §2.14)
+        self.qat = False
+        self.qat_bits = 6
+        self.qat_clip = "absmax"
+        self.qat_k: float | None = None
+        self.qat_ste = "identity"
+
+    def effective_weight(self) -> Tensor:
+        """The fp32 weight the matmul uses: fake-quantized (STE) while QAT is on, else the weight itself."""
+        if self.qat:
+            return fake_quant(self.weight, bits=self.qat_bits, clip=self.qat_clip, k=self.qat_k, ste=self.qat_ste)
+        return self.weight
 
     def forward(self, x: Tensor) -> Tensor:
         if self.input_observer is not None:
             self.input_observer(x)
-        return F.linear(x, self.weight.to(x.dtype))
+        return F.linear(x, self.effective_weight().to(x.dtype))
 
 
 def ntk_rope_base(base: float, rope_dims: int, seq_len: int, ntk_seq_len: int) -> float:

@@ -25,8 +25,9 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, T, D], already RMS-normalized by the block -> [B, T, D]."""
-        # Weights are cast to the input dtype as in CastedLinear, so the fused op sees one dtype.
-        w_up, w_down = self.fc.weight.to(x.dtype), self.proj.weight.to(x.dtype)
+        # Weights are cast to the input dtype as in CastedLinear, so the fused op sees one dtype; with QAT on,
+        # effective_weight() is the fake-quantized weight, so the fused path trains on the export grid too.
+        w_up, w_down = self.fc.effective_weight().to(x.dtype), self.proj.effective_weight().to(x.dtype)
         if self.fc.input_observer is None and self.proj.input_observer is None:
             return leaky_relu2_mlp(x, w_up, w_down, self.slope)
         if self.fc.input_observer is not None:

@@ -47,6 +47,9 @@ EMBED_RE = re.compile(r"(?:^|\.)(?:tok_emb|bigram\.embed|ve_shared\.embed)\.weig
 MATRIX_RE = re.compile(
     r"(?:^|\.)(?:blocks\.\d+\..+\.weight|[a-z_]+_bank|bigram\.proj\.weight|ve_shared\.proj\.weight)$"
 )
+# The extra embeddings' projections: Muon matrices by default; the bank scripts (R0323) train them with the
+# scalar Adam instead, which OptimConfig.aux_proj_optimizer="adam" selects.
+AUX_PROJ_RE = re.compile(r"(?:^|\.)(?:bigram|ve_shared)\.proj\.weight$")
 
 
 @dataclass(frozen=True)
@@ -90,16 +93,23 @@ class Rule:
 
 
 def default_rules(cfg: OptimConfig) -> list[Rule]:
-    """The records' grouping (§3.1): embeddings → Adam, control tensors and ndim<2 → Adam, matrices → Muon."""
+    """The records' grouping (§3.1): embeddings → Adam, control tensors and ndim<2 → Adam, matrices → Muon.
+    With cfg.aux_proj_optimizer == "adam", bigram.proj and ve_shared.proj go to the scalar Adam (R0323)."""
     embed = GroupSpec("adam_embed", "adam", cfg.embed_lr, cfg.embed_wd)
     scalar = GroupSpec("adam_scalar", "adam", cfg.scalar_lr, cfg.scalar_wd)
     muon = GroupSpec("muon", "muon", cfg.matrix_lr, cfg.muon_wd)
-    return [
+    aux = getattr(cfg, "aux_proj_optimizer", "muon")
+    if aux not in ("muon", "adam"):
+        raise ValueError(f"optim.aux_proj_optimizer={aux!r}: must be 'muon' or 'adam'")
+    rules = [
         Rule(embed, pattern=EMBED_RE.pattern, why="token embedding tables"),
         Rule(scalar, pattern=CONTROL_RE.pattern, why="control tensors (§2.8), even when 2-D"),
         Rule(scalar, predicate=lambda p: p.ndim < 2, why="vectors and scalars"),
-        Rule(muon, pattern=MATRIX_RE.pattern, predicate=lambda p: p.ndim in (2, 3), why="block matrices, banks"),
     ]
+    if aux == "adam":
+        rules.append(Rule(scalar, pattern=AUX_PROJ_RE.pattern, why="bigram/VE projections with the scalar Adam (R0323)"))
+    rules.append(Rule(muon, pattern=MATRIX_RE.pattern, predicate=lambda p: p.ndim in (2, 3), why="block matrices, banks"))
+    return rules
 
 
 @dataclass

@@ -4,9 +4,12 @@ Rules, per tensor of the reference-layout state dict:
 - non-float tensors are kept as they are (a plain Tensor entry);
 - float tensors with numel <= quant.passthrough_numel (control vectors, gates, scales) are stored as fp16;
 - 2-D float tensors above that size are quantized per row on golf.quant.scheme's grid: `tok_emb.weight`
-  with quant.embed_bits (16 keeps it fp16) and SDClip factor quant.embed_clip_k, every other matrix with
-  quant.bits and quant.clip_k (k only matters for quant.clip == "sdclip"); by GPTQ when quant.gptq is on
-  and a Hessian for the name exists, else by round-to-nearest with the same scales;
+  with quant.embed_bits (16 keeps it fp16) and SDClip factor quant.embed_clip_k, attention and MLP matrices
+  with quant.bits and their group's factor (quant.clip_k_attn / clip_k_mlp, default quant.clip_k), every
+  other matrix with quant.bits and quant.clip_k (k only matters for quant.clip == "sdclip"; see
+  tensor_scheme); the bigram / value-embedding lookup tables (TABLE_NAMES) with quant.table_bits by
+  round-to-nearest (they have no Hessian); the rest by GPTQ when quant.gptq is on and a Hessian for the name
+  exists, else by round-to-nearest with the same scales;
 - any other large float tensor (not 2-D) is stored as fp16, with a warning.
 Values outside fp16's range are never rounded to inf: such a tensor is stored as fp32, with a warning.
 
@@ -26,6 +29,9 @@ from golf.config import QuantConfig
 from golf.quant import scheme
 
 EMBED_NAMES = ("tok_emb.weight",)  # the tied embedding / head: its own bits and clip factor
+# Lookup tables (BigramHash, value embeddings): no matmul input, hence no Hessian; round-to-nearest with
+# quant.table_bits and the embedding's SDClip factor.
+TABLE_NAMES = ("bigram.embed.weight", "ve_shared.embed.weight")
 KINDS = ("gptq", "rtn", "fp16", "fp32")
 FP16_MAX = 65504.0
 
@@ -71,14 +77,51 @@ def _float_entry(name: str, t: Tensor) -> QuantizedTensor:
     return QuantizedTensor(kind, data, None, bits, None, None, tuple(t.shape), _dtype_name(t))
 
 
+def tensor_group(name: str) -> str:
+    """The clip-factor group of a state-dict matrix: "embed" (the tied embedding), "table" (the bigram and
+    value-embedding lookup tables), "attn" (blocks.i.attn.*), "mlp" (blocks.i.mlp.*) or "other" (bigram/
+    value-embedding projections and anything else)."""
+    if name in EMBED_NAMES:
+        return "embed"
+    if name in TABLE_NAMES:
+        return "table"
+    parts = name.split(".")
+    if "attn" in parts[:-1]:
+        return "attn"
+    if "mlp" in parts[:-1]:
+        return "mlp"
+    return "other"
+
+
+def tensor_scheme(
+    name: str, cfg: QuantConfig, bits_plan: dict[str, int] | None = None
+) -> tuple[int, str, float | None]:
+    """(bits, clip, k) the exporter quantizes matrix `name` with; bits 16 means fp16 storage.
+
+    bits: bits_plan[name] when the plan has the name (golf.quant.mixed), else quant.embed_bits for the tied
+    embedding, quant.table_bits for the lookup tables and quant.bits for the rest.
+    k is the group's SDClip factor (quant.clip_k_attn / clip_k_mlp, 0 meaning quant.clip_k; embed_clip_k for
+    the embedding and the tables) and None unless quant.clip == "sdclip". QAT (golf.quant.qat) uses the same
+    triple, so its fake-quant equals the exported round-to-nearest dequantization.
+    """
+    group = tensor_group(name)
+    bits = {"embed": cfg.embed_bits, "table": cfg.table_bits}.get(group, cfg.bits)
+    if bits_plan is not None and name in bits_plan:
+        bits = bits_plan[name]
+    if cfg.clip != "sdclip":
+        return bits, cfg.clip, None
+    factors = {"embed": cfg.embed_clip_k, "table": cfg.embed_clip_k, "attn": cfg.clip_k_attn, "mlp": cfg.clip_k_mlp}
+    k = factors.get(group, 0.0) or cfg.clip_k
+    return bits, cfg.clip, float(k)
+
+
 def _matrix_entry(
-    name: str, t: Tensor, hessian: Tensor | None, cfg: QuantConfig, device: torch.device | None, impl: str
+    name: str, t: Tensor, hessian: Tensor | None, cfg: QuantConfig, device: torch.device | None, impl: str,
+    bits_plan: dict[str, int] | None = None,
 ) -> QuantizedTensor:
-    is_embed = name in EMBED_NAMES
-    bits = cfg.embed_bits if is_embed else cfg.bits
+    bits, _, k = tensor_scheme(name, cfg, bits_plan)
     if bits == 16:
         return _float_entry(name, t)
-    k = (cfg.embed_clip_k if is_embed else cfg.clip_k) if cfg.clip == "sdclip" else None
     if hessian is not None:
         # Imported here: evaluating an artifact imports this module for dequantize_state_dict, and every golf
         # module it loads is counted against the byte budget (golf.quant.codesize); GPTQ is not needed there.
@@ -107,14 +150,21 @@ def quantize_state_dict(
     *,
     device: torch.device | str | None = None,
     impl: str = "auto",
+    bits_plan: dict[str, int] | None = None,
 ) -> dict[str, QuantizedTensor | Tensor]:
     """Quantize a reference-layout state dict by the rules in the module docstring.
 
     hessians: {weight name: H [cols, cols]} from golf.quant.hessian.collect_hessians (None: RTN for all).
     device: where GPTQ runs (default: each Hessian's device). impl: GPTQ's column-update implementation
-    (golf.ops.gptq). Entries are on the CPU, in the state dict's order.
+    (golf.ops.gptq). bits_plan: {matrix name: bits (5..8, or 16 for fp16)} overriding the config's bits
+    per tensor (golf.quant.mixed.plan_bits). Entries are on the CPU, in the state dict's order.
     """
     cfg.validate()
+    for name, b in (bits_plan or {}).items():
+        if name not in state_dict:
+            raise ValueError(f"bits_plan names {name!r}, which is not in the state dict")
+        if b not in (*scheme.SUPPORTED_BITS, 16):
+            raise ValueError(f"bits_plan[{name!r}]={b}: use one of {scheme.SUPPORTED_BITS} or 16 (fp16)")
     dev = torch.device(device) if device is not None else None
     use_gptq = cfg.gptq and bool(hessians)
     entries: dict[str, QuantizedTensor | Tensor] = {}
@@ -128,10 +178,11 @@ def quantize_state_dict(
         elif t.numel() <= cfg.passthrough_numel:
             entries[name] = _float_entry(name, t)
         elif t.dim() == 2:
-            h = hessians.get(name) if use_gptq else None
-            if use_gptq and h is None and not (name in EMBED_NAMES and cfg.embed_bits == 16):
+            # Lookup tables never get a Hessian (nothing multiplies them): RTN by design, not a missing one.
+            h = hessians.get(name) if use_gptq and name not in TABLE_NAMES else None
+            if use_gptq and h is None and name not in TABLE_NAMES and tensor_scheme(name, cfg, bits_plan)[0] != 16:
                 missing.append(name)
-            entries[name] = _matrix_entry(name, t, h, cfg, dev, impl)
+            entries[name] = _matrix_entry(name, t, h, cfg, dev, impl, bits_plan)
         else:
             warnings.warn(
                 f"{name}: a {t.dim()}-D float tensor with {t.numel()} elements is stored as fp16 (only 2-D "
