@@ -28,7 +28,7 @@ def _config_from(saved: dict, overrides: dict[str, str]) -> GolfConfig:
 
 def eval(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str]) -> int:  # noqa: A001
     """Score an artifact with the eval settings of the run that wrote it, unless overridden."""
-    from golf.eval.artifact_eval import load_artifact_model, score
+    from golf.eval.artifact_eval import load_artifact_model
     from golf.train import dist, job, report
 
     info = dist.init(cfg.train.device)
@@ -37,8 +37,9 @@ def eval(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str]) -
         cfg = _config_from(saved.to_dict(), overrides)
         if "data.dir" not in overrides and meta.get("data_dir"):
             cfg.data.dir = meta["data_dir"]
-        dataset = job.resolve_dataset(cfg, info, report.RunLog(None, enabled=info.is_main, stream=sys.stderr))
-        results = score(model, cfg, dataset, info.device, info.rank, info.world_size)
+        log = report.RunLog(None, enabled=info.is_main, stream=sys.stderr)
+        dataset = job.resolve_dataset(cfg, info, log)
+        results = job.score_artifact(model, cfg, dataset, info, log)
     finally:
         dist.shutdown()
     if info.is_main:
@@ -48,6 +49,8 @@ def eval(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str]) -
         out["val_loss"], out["val_bpb"] = results["plain"].val_loss, results["plain"].val_bpb
         if "sliding" in results:
             out["sliding_val_bpb"] = results["sliding"].val_bpb
+        if "ttt" in results:
+            out["ttt_val_bpb"] = results["ttt"].val_bpb
         print(json.dumps(out, indent=2))
     return 0
 

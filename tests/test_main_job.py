@@ -42,7 +42,7 @@ def tiny_args(data_dir, out, *extra):
         "--model.num_kv_heads=1", "--model.rope_dims=16", "--train.seq_len=64", "--train.batch_tokens=1024",
         "--train.iterations=6", "--train.val_every=3", "--train.val_tokens=2048", "--train.log_every=2",
         "--quant.calib_batches=2", "--quant.passthrough_numel=1024", "--eval.max_tokens=4096", "--eval.stride=32", "--eval.batch_seqs=8",
-        "--train.device=cpu", "--train.kernels=false", *extra,  # kernels run under the slow Triton interpreter here
+        "--train.device=cpu", "--train.kernels=false", "--train.warmup_steps=0", *extra,  # kernels run under the slow Triton interpreter here
     ]
 
 

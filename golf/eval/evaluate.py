@@ -20,7 +20,7 @@ from golf.train import dist
 
 @dataclass
 class EvalResult:
-    mode: str  # "plain" | "sliding"
+    mode: str  # "plain" | "sliding" | "ttt"
     val_loss: float  # mean NLL per scored token, nats
     val_bpb: float
     tokens: int  # scored tokens

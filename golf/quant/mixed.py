@@ -181,7 +181,7 @@ def prune_to_budget(
 class BudgetReport:
     bits_plan: dict[str, int]  # matrices whose bits mixed precision set ({} when off)
     pruned: int  # +-1 codes zeroed
-    model_bytes: int  # the artifact's compressed size
+    model_bytes: int | None  # the artifact's compressed size (None when nothing needed it measured)
     target_bytes: int  # quant.budget_bytes minus the code bytes
 
 
@@ -211,7 +211,8 @@ def quantize_to_budget(
                                         impl=impl)
     else:
         entries = quantize_state_dict(state_dict, hessians, cfg, device=device, impl=impl)
-        size = artifact_bytes(entries, meta, cfg)
+        # Compressing costs about a minute for a core11 model at brotli-11: measure only when pruning needs it.
+        size = artifact_bytes(entries, meta, cfg) if cfg.prune_to_budget else None
     pruned = 0
     if cfg.prune_to_budget and size > target:
         entries, pruned, size = prune_to_budget(entries, cfg, target_bytes=target, meta=meta)

@@ -16,10 +16,12 @@ from golf.data.loader import TokenLoader
 from golf.data.prepare import default_cache_dir, ensure_builtin
 from golf.eval.artifact_eval import load_artifact_model, score
 from golf.eval.evaluate import autocast_for
+from golf.eval.ttt import score_ttt
 from golf.quant.artifact import write_artifact
 from golf.quant.codesize import check_budget, code_bytes
-from golf.quant.export import quantize_state_dict
 from golf.quant.hessian import collect_hessians
+from golf.quant.mixed import generate_calibration, quantize_to_budget
+from golf.quant.qat import set_qat
 from golf.train import dist, report
 from golf.train.dist import DistInfo
 from golf.train.trainer import Trainer, grad_accum_steps
@@ -56,28 +58,71 @@ def calibration_batches(cfg: GolfConfig, dataset: Dataset, device: torch.device)
         yield loader.next_batch()[0].to(device)
 
 
+def eval_entry_modules(cfg: GolfConfig) -> tuple[str, ...]:
+    """The modules whose sources count as code bytes: what scoring this run's artifact imports."""
+    return (EVAL_ENTRY, "golf.eval.ttt") if cfg.eval.ttt else (EVAL_ENTRY,)
+
+
+def calibration_inputs(model, cfg: GolfConfig, dataset: Dataset, device: torch.device):
+    """Token batches for the GPTQ Hessians: training data, or the model's own samples (quant.calib_source)."""
+    if cfg.quant.calib_source == "generated":
+        return generate_calibration(model, cfg.quant.calib_batches, cfg.train.seq_len,
+                                    vocab_size=cfg.model.vocab_size, seed=cfg.seed, device=device)
+    return calibration_batches(cfg, dataset, device)
+
+
 def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch.device, path: Path, log) -> dict:
-    """GPTQ (or round-to-nearest) the model's weights, write the compressed artifact, check the budget."""
+    """GPTQ (or round-to-nearest) the model's weights, fit the byte budget (mixed bits / pruning when
+    configured), write the compressed artifact and check the budget."""
+    set_qat(model, False, cfg.quant)  # calibrate and export the float weights; export applies the same grid
     t0 = time.perf_counter()
     hessians = None
     if cfg.quant.gptq and cfg.quant.calib_batches > 0:
         model.eval()
         with autocast_for(device):
-            hessians = collect_hessians(model, calibration_batches(cfg, dataset, device), device=device)
-        log(f"quantize: Hessians of {len(hessians)} matrices in {time.perf_counter() - t0:.1f}s")
+            hessians = collect_hessians(model, calibration_inputs(model, cfg, dataset, device), device=device)
+        log(f"quantize: Hessians of {len(hessians)} matrices from {cfg.quant.calib_source} tokens in "
+            f"{time.perf_counter() - t0:.1f}s")
     t1 = time.perf_counter()
-    entries = quantize_state_dict({k: v.detach() for k, v in model.state_dict().items()}, hessians, cfg.quant)
-    t2 = time.perf_counter()
+    code = code_bytes(entry_modules=eval_entry_modules(cfg))
     meta = {"config": cfg.to_dict(), "data_dir": str(dataset.dir)}
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    entries, plan = quantize_to_budget(state, hessians, cfg.quant, code_bytes=code.bytes, meta=meta)
+    if plan.bits_plan:
+        log(f"quantize: mixed precision {sorted(plan.bits_plan.items())}")
+    if plan.pruned:
+        log(f"quantize: pruned {plan.pruned:,} +-1 codes to fit {plan.target_bytes:,} bytes")
+    t2 = time.perf_counter()
     art = write_artifact(path, entries, meta, compressor=cfg.quant.compressor)
-    code = code_bytes(entry_modules=(EVAL_ENTRY,))
     sizes = {"model_bytes": art.model_bytes, "code_bytes": code.bytes, "total_bytes": art.model_bytes + code.bytes,
              "budget_bytes": cfg.quant.budget_bytes, "compressor": cfg.quant.compressor,
-             "quantize_seconds": t2 - t1, "calibration_seconds": t1 - t0, "pack_seconds": time.perf_counter() - t2}
+             "calibration_seconds": t1 - t0, "quantize_seconds": t2 - t1, "pack_seconds": time.perf_counter() - t2,
+             "bits_plan": plan.bits_plan, "pruned": plan.pruned}
     log(f"artifact: {path} model {art.model_bytes:,} + code {code.bytes:,} = {sizes['total_bytes']:,} bytes "
         f"(budget {cfg.quant.budget_bytes:,})")
     check_budget(art.model_bytes, code.bytes, cfg.quant.budget_bytes, allow_over=cfg.quant.allow_over_budget)
     return sizes
+
+
+def score_artifact(qmodel, cfg: GolfConfig, dataset: Dataset, info: DistInfo, log) -> dict:
+    """Plain and sliding scores of the artifact's model, then legal TTT (which adapts that model) if enabled."""
+    post = score(qmodel, cfg, dataset, info.device, info.rank, info.world_size)
+    if cfg.eval.ttt:
+        post["ttt"] = score_ttt(qmodel, cfg, dataset, info.device, info.rank, info.world_size, log=log)
+    return post
+
+
+def final_weights(trainer: Trainer, log) -> None:
+    """The weights that get evaluated and quantized: the SWA average when it collected any (SWA wins over
+    EMA: the records apply one or the other), else the EMA, else the last step's."""
+    if trainer.swa is not None and trainer.swa.count:
+        n = trainer.swa.apply(trainer.model)
+        log(f"loaded the SWA average of {n} snapshots" + (" (EMA not applied)" if trainer.ema else ""))
+    elif trainer.ema is not None:
+        if trainer.swa is not None:
+            log("SWA collected no snapshot; using the EMA weights")
+        trainer.ema.copy_to(trainer.model)
+        log("loaded EMA weights for evaluation and quantization")
 
 
 def run(cfg: GolfConfig, resume: str = "") -> dict:
@@ -112,9 +157,8 @@ def _run(cfg: GolfConfig, info: DistInfo, out: Path, log, resume: str) -> dict:
                      "ms_per_step": result.ms_per_step, "tokens_per_second": result.tokens_per_second,
                      "final_train_loss": result.history[-1][1] if result.history else None,
                      "peak_memory_bytes": torch.cuda.max_memory_allocated() if info.device.type == "cuda" else None}
-    if trainer.ema is not None:
-        trainer.ema.copy_to(trainer.model)
-        log("loaded EMA weights for evaluation and quantization")
+    final_weights(trainer, log)
+    summary["swa_snapshots"] = trainer.swa.count if trainer.swa is not None else 0
     if cfg.model.num_loops:
         trainer.model.set_looping(True)  # evaluate and calibrate as the model ends training
     pre = score(trainer.model, _pre_quant_cfg(cfg), dataset, info.device, info.rank, info.world_size,
@@ -125,8 +169,7 @@ def _run(cfg: GolfConfig, info: DistInfo, out: Path, log, resume: str) -> dict:
     if info.is_main:
         summary["artifact"] = quantize_to_artifact(trainer.model, cfg, dataset, info.device, artifact, log)
     dist.barrier()
-    qmodel, _, _ = load_artifact_model(artifact, info.device)
-    post = score(qmodel, cfg, dataset, info.device, info.rank, info.world_size)
+    post = score_artifact(load_artifact_model(artifact, info.device)[0], cfg, dataset, info, log)
     for name, r in post.items():
         log(f"post-quant {name} val_loss:{r.val_loss:.8f} val_bpb:{r.val_bpb:.8f} ({r.tokens:,} tokens, {r.seconds:.1f}s)")
     summary["post_quant"] = {k: v.to_dict() for k, v in post.items()}
@@ -140,6 +183,7 @@ def _pre_quant_cfg(cfg: GolfConfig) -> GolfConfig:
     """The pre-quantization diagnostic is the plain score only (as in the records' logs)."""
     pre = GolfConfig.from_dict(cfg.to_dict())
     pre.eval.stride = 0
+    pre.eval.ttt = False  # adapting before quantization would not score the artifact
     return pre
 
 
@@ -159,6 +203,8 @@ def _write_reports(out: Path, summary: dict, result, log) -> None:
     ]
     if "sliding" in post:
         rows.append(("val_bpb artifact sliding", f"{post['sliding']['val_bpb']:.4f}"))
+    if "ttt" in post:
+        rows.append(("val_bpb artifact TTT", f"{post['ttt']['val_bpb']:.4f}"))
     rows.append(("artifact bytes", f"{art['total_bytes']:,} (model {art['model_bytes']:,} + code {art['code_bytes']:,})"))
     rows.append(("ops", ", ".join(f"{k}={v}" for k, v in summary["ops"].items())))
     log(report.summary_table(rows))

@@ -27,6 +27,8 @@ from golf.eval.evaluate import autocast_for, eval_plain
 from golf.model import GPT
 from golf.optim import EMA, build_optimizers, clip_grad_norm, exclude_from_ddp
 from golf.optim.schedule import lr_scale, muon_momentum
+from golf.optim.swa import SWA
+from golf.quant.qat import qat_should_enable, set_qat
 from golf.train import checkpoint, dist
 from golf.train.dist import DistInfo
 
@@ -98,6 +100,9 @@ class Trainer:
             fwd = DDP(fwd, device_ids=ids, broadcast_buffers=False)
         self.fwd = fwd
         self.ema = EMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+        o = cfg.optim
+        self.swa = SWA(o.swa_every, o.swa_start_lr_scale) if o.swa_every > 0 else None
+        self.qat_on = False
         self.loader = self.new_loader()
         self.lut = build_byte_luts(dataset.processor(), cfg.model.vocab_size)
         self.val_tokens = dataset.val_tokens(t.val_tokens) if t.val_every else None
@@ -141,6 +146,20 @@ class Trainer:
                             warmup_steps=o.muon_momentum_warmup_steps)
         return lr, mom
 
+    def set_graph(self, looping: bool, qat: bool) -> None:
+        """Switch depth recurrence and QAT (both real inputs of the compiled graph)."""
+        if self.cfg.model.num_loops:
+            self.model.set_looping(looping)
+        if self.cfg.quant.qat:
+            set_qat(self.model, qat, self.cfg.quant)
+            self.qat_on = qat
+
+    def update_qat(self, step: int, lr: float) -> None:
+        """Late QAT: fake-quantize the matrices from the first step whose LR scale is below the threshold."""
+        if self.cfg.quant.qat and not self.qat_on and qat_should_enable(lr, self.cfg.quant):
+            self.set_graph(self.model.looping if self.cfg.model.num_loops else False, True)
+            self.log(f"step:{step} QAT on (lr scale {lr:.3f})")
+
     def update_looping(self, step: int, train_seconds: float) -> None:
         """Switch depth recurrence on once the training fraction reaches model.loop_enable_at (§2.15): the
         fraction of the wall-clock cap when there is one, else of the iterations."""
@@ -167,14 +186,17 @@ class Trainer:
         t0 = time.perf_counter()
         model_state = copy.deepcopy(self.model.state_dict())
         opt_state = copy.deepcopy(self.opt.state_dict())
-        # Depth recurrence changes the graph when it switches on: compile both variants here, untimed.
-        for looping in ([False, True] if self.cfg.model.num_loops else [None]):
-            if looping is not None:
-                self.model.set_looping(looping)
+        # Depth recurrence and QAT change the graph when they switch on: compile every variant here, untimed.
+        variants = [(False, False)]
+        if self.cfg.model.num_loops:
+            variants.append((True, False))
+        if self.cfg.quant.qat:
+            variants.append((bool(self.cfg.model.num_loops), True))
+        for looping, qat in variants:
+            self.set_graph(looping, qat)
             for _ in range(n):
                 self.step(*self.schedule(0, 0.0))
-        if self.cfg.model.num_loops:
-            self.model.set_looping(False)
+        self.set_graph(False, False)
         self.sync()
         self.model.load_state_dict(model_state)
         self.opt.load_state_dict(opt_state)
@@ -196,6 +218,7 @@ class Trainer:
             "tokens": result.tokens,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "swa": self.swa.state_dict() if self.swa is not None else None,
             "loader": self.loader.state_dict(),
             "history": [list(h) for h in result.history],
             "val_history": [list(v) for v in result.val_history],
@@ -211,6 +234,8 @@ class Trainer:
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(opt_state)
+        if self.swa is not None and state.get("swa") is not None:
+            self.swa.load_state_dict(state["swa"])
         self.loader.load_state_dict(state["loader"])
         result = TrainResult(state["step"], state["train_seconds"], "iterations", state["tokens"],
                              [tuple(h) for h in state["history"]], [tuple(v) for v in state["val_history"]])
@@ -237,8 +262,10 @@ class Trainer:
         self.model.train()
         while step < t.iterations:
             self.update_looping(step, train_seconds)
+            lr, mom = self.schedule(step, train_seconds)
+            self.update_qat(step, lr)
             t0 = time.perf_counter()
-            loss = self.step(*self.schedule(step, train_seconds))
+            loss = self.step(lr, mom)
             loss = dist.all_reduce(loss.detach().clone(), "avg").item()  # also the per-step sync for timing
             dt = time.perf_counter() - t0
             golf.ops.flush_warnings()
@@ -251,6 +278,8 @@ class Trainer:
             step += 1
             train_seconds += dt
             result.tokens += tokens_per_step
+            if self.swa is not None and self.swa.maybe_update(self.model, step, lr) and self.swa.count == 1:
+                self.log(f"step:{step} SWA collecting every {self.cfg.optim.swa_every} steps")
             result.history.append((step, loss))
             ms = 1000 * train_seconds / step
             bar.set_postfix(loss=f"{loss:.4f}", ms=f"{1000 * dt:.0f}", tok_s=f"{tokens_per_step / dt:,.0f}")

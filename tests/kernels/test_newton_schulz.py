@@ -60,7 +60,11 @@ def assert_band(name, out, ref64, ref_lo, coefficients):
     dev, ref_dev = (sv - sv64).abs().max().item(), (sv_lo - sv64).abs().max().item()
     print(f"{name}: singular values [{sv.min():.4f}, {sv.max():.4f}], fp64 reference [{sv64.min():.4f}, "
           f"{sv64.max():.4f}]; deviation {dev:.2e}, low-precision reference's {ref_dev:.2e}")
-    assert lo <= sv64.min() and sv64.max() <= hi  # the band itself, so a wrong reference cannot pass quietly
+    if 4 * min(out.shape[-2:]) <= 3 * max(out.shape[-2:]):
+        # The band itself, so a wrong reference cannot pass quietly. Only for clearly rectangular matrices:
+        # a square Gaussian matrix has singular values near 0 that five iterations cannot lift (seen on the
+        # H200: the fp64 reference's smallest is 0.0012 at 512x512).
+        assert lo <= sv64.min() and sv64.max() <= hi
     assert dev <= 2 * ref_dev + 1e-3, f"{name}: singular values leave the reference's band"
 
 
