@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from golf.config import ModelConfig
 from golf.model import GPT, Block, build_plans, looped_indices
 from golf.ops._dispatch import kernels_enabled, set_kernels_enabled
+from tests.test_model_features import perturbed
 
 V = 64
 
@@ -28,14 +29,6 @@ def tiny(**overrides) -> ModelConfig:
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
-
-
-def perturbed(model, std: float = 0.1):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return model
 
 
 def ids(b: int = 2, t: int = 10, seed: int = 1) -> torch.Tensor:
