@@ -38,7 +38,7 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _rank_range(n: int, rank: int, world: int) -> tuple[int, int]:
+def rank_range(n: int, rank: int, world: int) -> tuple[int, int]:
     """Contiguous share of n items for `rank` (the records split sequences and windows this way)."""
     return n * rank // world, n * (rank + 1) // world
 
@@ -64,7 +64,7 @@ class _Sums:
         return EvalResult(mode, nll / ntok, bits_per_byte(nll, int(nbytes)), int(ntok), int(nbytes), time.perf_counter() - t0)
 
 
-def _as_tensor(tokens) -> torch.Tensor:
+def as_token_tensor(tokens) -> torch.Tensor:
     if isinstance(tokens, np.ndarray):
         tokens = torch.from_numpy(tokens.astype(np.int64, copy=False))
     return tokens.to(torch.int64)
@@ -75,9 +75,9 @@ def eval_plain(model, tokens, lut: ByteLUT, *, seq_len: int, batch_seqs: int, de
                rank: int = 0, world_size: int = 1) -> EvalResult:
     """Non-overlapping windows of seq_len over tokens[: ((N-1)//T)*T + 1] (§1.5, §5.1)."""
     t0 = time.perf_counter()
-    tokens = _as_tensor(tokens)
+    tokens = as_token_tensor(tokens)
     total = (tokens.numel() - 1) // seq_len
-    lo, hi = _rank_range(total, rank, world_size)
+    lo, hi = rank_range(total, rank, world_size)
     lut = lut.to(device)
     sums = _Sums(device)
     for s in range(lo, hi, batch_seqs):
@@ -103,10 +103,10 @@ def eval_sliding(model, tokens, lut: ByteLUT, *, seq_len: int, stride: int, batc
                  device: torch.device, rank: int = 0, world_size: int = 1) -> EvalResult:
     """Sliding-window score: every target after the first window sees >= seq_len - stride tokens of context."""
     t0 = time.perf_counter()
-    tokens = _as_tensor(tokens)
+    tokens = as_token_tensor(tokens)
     n = tokens.numel() - 1  # targets
     starts = sliding_starts(n, seq_len, stride)
-    lo, hi = _rank_range(len(starts), rank, world_size)
+    lo, hi = rank_range(len(starts), rank, world_size)
     lut = lut.to(device)
     sums = _Sums(device)
     context = seq_len - stride

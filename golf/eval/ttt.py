@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from golf.eval.bpb import ByteLUT, bits_per_byte, build_byte_luts, token_bytes
-from golf.eval.evaluate import EvalResult, _as_tensor, _rank_range, autocast_for, sliding_starts
+from golf.eval.evaluate import EvalResult, as_token_tensor, rank_range, autocast_for, sliding_starts
 from golf.optim.builder import clip_grad_norm
 from golf.train import dist
 
@@ -127,7 +127,7 @@ def _train_chunk(model, tokens, params, opt, *, chunk_start: int, num_seqs: int,
     for _ in range(epochs):
         for b in range(0, num_seqs, batch_seqs):
             e = min(b + batch_seqs, num_seqs)
-            lo, hi = _rank_range(e - b, rank, world_size)
+            lo, hi = rank_range(e - b, rank, world_size)
             opt.zero_grad(set_to_none=True)
             if hi > lo:
                 s = chunk_start + (b + lo) * seq_len
@@ -151,7 +151,7 @@ def ttt_chunk_sums(model: nn.Module, tokens, lut: ByteLUT, *, seq_len: int, stri
     bytes) in fp64 on the CPU. The model is left adapted (its weights are those after the last update)."""
     _check_args(model, batch_seqs=batch_seqs, epochs=epochs, lr=lr, momentum=momentum, freeze_blocks=freeze_blocks,
                 grad_clip=grad_clip, rank=rank, world_size=world_size)
-    tokens = _as_tensor(tokens)
+    tokens = as_token_tensor(tokens)
     n = tokens.numel() - 1
     chunks = chunk_windows(n, seq_len=seq_len, stride=stride, chunk_tokens=chunk_tokens)
     lut = lut.to(device)
@@ -161,7 +161,7 @@ def ttt_chunk_sums(model: nn.Module, tokens, lut: ByteLUT, *, seq_len: int, stri
     was_training, t0 = model.training, time.perf_counter()
     try:
         for ci, windows in enumerate(chunks):
-            lo, hi = _rank_range(len(windows), rank, world_size)
+            lo, hi = rank_range(len(windows), rank, world_size)
             model.eval()
             _score_chunk(model, tokens, lut, windows[lo:hi], sums[ci], n=n, seq_len=seq_len, stride=stride,
                          batch_seqs=batch_seqs, device=device)
