@@ -166,9 +166,15 @@ def _run(cfg: GolfConfig, info: DistInfo, out: Path, log, resume: str) -> dict:
     log(f"pre-quant val_loss:{pre.val_loss:.6f} val_bpb:{pre.val_bpb:.6f}")
     summary["pre_quant"] = pre.to_dict()
     artifact = out / "artifact.golf"
-    if info.is_main:
-        summary["artifact"] = quantize_to_artifact(trainer.model, cfg, dataset, info.device, artifact, log)
-    dist.barrier()
+    error = None
+    if info.is_main:  # one rank packs; the others must learn if it failed (e.g. over budget) instead of hanging
+        try:
+            summary["artifact"] = quantize_to_artifact(trainer.model, cfg, dataset, info.device, artifact, log)
+        except ValueError as e:
+            error = str(e)
+    error = dist.broadcast_object(error)
+    if error is not None:
+        raise ValueError(error)
     post = score_artifact(load_artifact_model(artifact, info.device)[0], cfg, dataset, info, log)
     for name, r in post.items():
         log(f"post-quant {name} val_loss:{r.val_loss:.8f} val_bpb:{r.val_bpb:.8f} ({r.tokens:,} tokens, {r.seconds:.1f}s)")
