@@ -1,4 +1,6 @@
-"""torchrun with 2 CPU processes (gloo) trains exactly like one process with gradient accumulation 2."""
+"""torchrun with 2 CPU processes (gloo) trains exactly like one process with gradient accumulation 2, with
+Muon's gradients averaged by DDP (allreduce) or by Muon's own reduce-scatter (sharded), gradient clipping
+active in both: a clip computed from one rank's local gradients would give each rank its own coefficient."""
 
 import subprocess
 import sys
@@ -10,8 +12,10 @@ from tests.test_main_job import tiny_args, tiny_data  # noqa: F401  (module-scop
 
 
 @pytest.mark.slow
-def test_two_ranks_match_one_rank_with_accumulation(tiny_data, tmp_path):  # noqa: F811
-    common = ("--train.val_every=0", "--train.iterations=4", "--quant.calib_batches=1", "--eval.stride=0")
+@pytest.mark.parametrize("muon_distributed", ["allreduce", "sharded"])
+def test_two_ranks_match_one_rank_with_accumulation(tiny_data, tmp_path, muon_distributed):  # noqa: F811
+    common = ("--train.val_every=0", "--train.iterations=4", "--quant.calib_batches=1", "--eval.stride=0",
+              "--optim.grad_clip=0.05", f"--optim.muon_distributed={muon_distributed}")
     one, two = tmp_path / "one", tmp_path / "two"
     single = [sys.executable, "-m", "golf.cli", "train", *tiny_args(tiny_data, one, *common),
               "--train.max_micro_batch_tokens=512"]

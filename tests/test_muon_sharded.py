@@ -225,3 +225,49 @@ def test_gpu_nccl_sharded_matches_single_gpu(tmp_path):
         assert torch.equal(results[1][i], results[0][i]), i  # all-gathered updates: identical on every rank
         # batched kernels may round a matrix differently in a shard than in the whole bank
         torch.testing.assert_close(results[0][i], single[i], rtol=0, atol=STEPS * 0.05 * 2**-6)
+
+
+# -- gradient clipping with sharded Muon (Optimizers.clip_grad_norm) ---------------------------------------
+CLIP = 0.5  # well below the gradients' norm, so the coefficient matters
+
+
+def _clip_step(rank, world_size, distributed):
+    """One clipped step of Muon (every SHAPES matrix) + AdamW (one vector) on rank-local Muon gradients and an
+    already averaged Adam gradient (as DDP leaves them); returns the parameters and the pre-clip norm."""
+    from golf.optim.builder import Optimizers
+
+    params = make_params()
+    vec = torch.nn.Parameter(torch.linspace(-1, 1, 5))
+    opts = Optimizers(None, make_muon(params, distributed), {"adam": torch.optim.AdamW([vec], lr=0.01)})
+    grads, base = rank_grads(0, rank, world_size)
+    for p, g in zip(params, grads if distributed == "sharded" else base):
+        p.grad = g
+    vec.grad = torch.linspace(3, -2, 5)
+    norm = opts.clip_grad_norm(CLIP)
+    opts.step()
+    return [p.detach().clone() for p in [*params, vec]], float(norm)
+
+
+def _clip_worker(rank, world_size, init_file, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        torch.save(_clip_step(rank, world_size, "sharded"), os.path.join(out_dir, f"clip{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_clipping_with_sharded_muon_matches_one_process(world_size, tmp_path):
+    """Every rank clips with the norm of the *averaged* gradients, so all ranks (Adam parameters included)
+    end equal to one process clipping the averaged gradients; local norms would differ per rank."""
+    expected, expected_norm = _clip_step(0, 1, "allreduce")
+    _, base = rank_grads(0, 0, 1)
+    assert expected_norm > CLIP
+    mp.start_processes(_clip_worker, args=(world_size, str(tmp_path / "init"), str(tmp_path)), nprocs=world_size,
+                       join=True, start_method="fork")
+    for r in range(world_size):
+        got, norm = torch.load(tmp_path / f"clip{r}.pt", weights_only=True)
+        assert norm == pytest.approx(expected_norm, rel=1e-6)
+        for i, (g, e) in enumerate(zip(got, expected)):
+            torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6, msg=lambda m, r=r, i=i: f"rank {r} parameter {i}: {m}")

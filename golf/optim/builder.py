@@ -46,6 +46,30 @@ class Optimizers:
         if self.muon is not None:
             self.muon.step()
 
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor | None:
+        """Clip the global L2 norm of the rank-averaged gradients to `max_norm` (§3.8); returns the pre-clip norm
+        (None when max_norm is 0).
+
+        With sharded Muon on several ranks, DDP does not average the Muon gradients (their reduce-scatter
+        does), so clipping local gradients would give every rank its own coefficient and the replicas of the
+        Adam parameters would drift apart. The Muon part of the norm then comes from the averaged shards, and
+        one coefficient, equal on every rank, scales the shards and every other gradient, as
+        torch.nn.utils.clip_grad_norm_ would on one process.
+        """
+        muon_sq = self.muon.averaged_grad_sq_norm() if self.muon is not None and max_norm > 0 else None
+        if muon_sq is None:
+            return clip_grad_norm([p for opt in self.all.values() for g in opt.param_groups for p in g["params"]],
+                                  max_norm)
+        others = [p.grad for opt in self.adams.values() for g in opt.param_groups for p in g["params"]
+                  if p.grad is not None]
+        total_sq = muon_sq + sum((g.float().square().sum() for g in others), torch.zeros_like(muon_sq))
+        norm = total_sq.sqrt()
+        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s epsilon and clamp
+        if others:
+            torch._foreach_mul_(others, coef.to(others[0].device))
+        self.muon.scale_averaged_grads(coef)
+        return norm
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.all.values():
             opt.zero_grad(set_to_none=set_to_none)

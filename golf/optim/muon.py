@@ -178,6 +178,7 @@ class Muon(torch.optim.Optimizer):
         self._shards: dict[int, dict[str, torch.Tensor]] = {}  # sharded mode: bank index -> this rank's state
         self._buffers: dict[tuple, torch.Tensor] = {}  # sharded mode: communication buffers kept across steps
         self._pending: list | None = None  # sharded mode: reduce-scatters in flight, one per bank
+        self._grad_scale: torch.Tensor | float | None = None  # sharded mode: this step's clip factor
         super().__init__(params, defaults)
         self.banks: list[Bank] = build_banks(self.param_groups, enabled=self.use_banks)
         rank, world_size = _dist_world()
@@ -329,6 +330,32 @@ class Muon(torch.optim.Optimizer):
             pending.append((_reduce_scatter_avg(shard, full), shard))
         self._pending = pending
 
+    def averaged_grad_sq_norm(self) -> torch.Tensor | None:
+        """Sharded mode on several ranks: the squared L2 norm of the Muon gradients averaged over ranks, equal
+        on every rank (the reduce-scatters are launched and waited for, each rank sums the squares of its
+        shards, one all-reduce adds them; padding matrices are zero). None in every other mode, where DDP has
+        already averaged the gradients and a local norm is the global one."""
+        _, world_size = _dist_world()
+        if self.distributed != "sharded" or world_size == 1:
+            return None
+        self.launch_reduce_scatters()
+        total = None
+        for work, shard in self._pending:
+            work.wait()
+            sq = shard.float().square().sum()
+            total = sq if total is None else total + sq
+        if total is None:
+            return None
+        dist.all_reduce(total)
+        return total
+
+    def scale_averaged_grads(self, factor: torch.Tensor | float) -> None:
+        """Scale this step's reduce-scattered (averaged) gradients by `factor` (gradient clipping). Applied
+        when `step()` reads them, not in place: a backend may fill the shard buffer again when waited on."""
+        if self._pending is None:
+            raise ValueError("Muon.scale_averaged_grads: no reduce-scatter of this step; call averaged_grad_sq_norm first")
+        self._grad_scale = factor
+
     def _shard_state(self, bi: int, like: torch.Tensor, normuon: bool) -> dict[str, torch.Tensor]:
         st = self._shards.setdefault(bi, {})
         if "momentum" not in st:
@@ -341,10 +368,13 @@ class Muon(torch.optim.Optimizer):
         if self._pending is None:
             self.launch_reduce_scatters()
         pending, self._pending = self._pending, None
+        scale, self._grad_scale = self._grad_scale, None
         previous = None
         for bi, (bank, (work, g)) in enumerate(zip(self.banks, pending)):
             group = self.param_groups[bank.group]
             work.wait()
+            if scale is not None:
+                g = g * scale
             st = self._shard_state(bi, g, group["normuon"])
             mom = st["momentum"]
             mom.mul_(group["momentum"]).add_(g)

@@ -9,6 +9,7 @@ import copy
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from golf.data.loader import TokenLoader
 from golf.eval.bpb import build_byte_luts
 from golf.eval.evaluate import autocast_for, eval_plain
 from golf.model import GPT
-from golf.optim import EMA, build_optimizers, clip_grad_norm, exclude_from_ddp
+from golf.optim import EMA, build_optimizers, exclude_from_ddp
 from golf.optim.schedule import lr_scale, muon_momentum
 from golf.optim.swa import SWA
 from golf.quant.qat import qat_should_enable, set_qat
@@ -129,7 +130,7 @@ class Trainer:
                 (loss / self.accum).backward()
             total += loss.detach()
         if self.cfg.optim.grad_clip > 0:
-            clip_grad_norm(self.model.parameters(), self.cfg.optim.grad_clip)
+            self.opt.clip_grad_norm(self.cfg.optim.grad_clip)
         self.opt.set_lr_scale(lr)
         self.opt.set_muon_momentum(momentum)
         self.opt.step()
@@ -258,7 +259,9 @@ class Trainer:
             step, train_seconds, result = self.restore(resume)
         cap = self.time_cap()
         tokens_per_step = t.batch_tokens
-        bar = tqdm(total=t.iterations, initial=step, disable=not self.info.is_main, unit="step", dynamic_ncols=True)
+        # A live bar only on an interactive terminal: in a log file it is one huge line (train.log has the steps).
+        bar = tqdm(total=t.iterations, initial=step, disable=not (self.info.is_main and sys.stderr.isatty()),
+                   unit="step", dynamic_ncols=True)
         self.model.train()
         while step < t.iterations:
             self.update_looping(step, train_seconds)
