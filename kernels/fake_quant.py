@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - very old triton
 CLIP_CODES = {"absmax": 0, "absmax_floor": 1, "sdclip": 2}
 MAX_COLS = 16384  # one row lives in registers; longer rows use the reference (no golf weight has them)
 _ELEMS_PER_PROGRAM = 4096  # rows per program = this / padded cols: 16 KB of fp32 in flight per program
-_ROUND_MAGIC = 12582912.0  # 1.5 * 2^23: x + M - M rounds |x| <= 2^22 to an integer, half to even
+_ROUND_MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: x + M - M rounds |x| <= 2^22 to an integer, half to even
 
 
 @triton.jit
