@@ -7,6 +7,7 @@ peak of the H200, the optimizer's share, peak memory and the implementation of e
 
     python benchmarks/bench_step.py --preset core11                # golf's kernels where available
     python benchmarks/bench_step.py --preset core11 --compare      # also with every op on its reference
+    python benchmarks/bench_step.py --preset core11 --qat          # also with QAT's fake-quant switched on
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from golf.eval.evaluate import autocast_for
 from golf.model import GPT
 from golf.optim import build_optimizers
 from golf.presets import get_preset
+from golf.quant.qat import set_qat
 from golf.train.report import environment
 
 PEAK_TFLOPS = 791.0  # measured bf16 dense matmul ceiling of one H200 (performance.md §I)
@@ -56,10 +58,11 @@ def cuda_time(fn, reps: int) -> list[float]:
     return out
 
 
-def bench(cfg: GolfConfig, steps: int, warmup: int) -> dict:
+def bench(cfg: GolfConfig, steps: int, warmup: int, qat: bool = False) -> dict:
     device = torch.device("cuda")
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.model).to(device)
+    set_qat(model, qat, cfg.quant)  # on: every exported matrix is fake-quantized in forward, as late in training
     fwd = torch.compile(model, dynamic=False, fullgraph=True)
     opt = build_optimizers(model, cfg.optim)
     seq = cfg.train.seq_len
@@ -99,6 +102,7 @@ def bench(cfg: GolfConfig, steps: int, warmup: int) -> dict:
     return {
         "preset": cfg.preset,
         "kernels": golf.ops.kernels_enabled(),
+        "qat": qat,
         "micro_batch_tokens": MICRO_TOKENS,
         "micro_ms": statistics.median(micro_ms),
         "step_tokens": accum * MICRO_TOKENS,
@@ -120,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="timed full steps (micro-batches: twice as many)")
     p.add_argument("--warmup", type=int, default=3, help="untimed full steps (compilation, autotuning)")
     p.add_argument("--compare", action="store_true", help="also run with every golf.ops op on its reference")
+    p.add_argument("--qat", action="store_true", help="also run with QAT on (kernels on): QAT's share of the step")
     p.add_argument("--csv", default="benchmarks/results.csv", help="append rows here ('' to skip)")
     args, rest = p.parse_known_args(argv)
     if not torch.cuda.is_available():
@@ -128,19 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = get_preset(args.preset)
     apply_overrides(cfg, parse_override_args(rest))
     cfg.train.batch_tokens = max(cfg.train.batch_tokens // MICRO_TOKENS, 1) * MICRO_TOKENS
+    variants = [(True, False)] + [(False, False)] * args.compare + [(True, True)] * args.qat  # (kernels, qat)
     results = []
-    for kernels in ([True, False] if args.compare else [True]):
+    for kernels, qat in variants:
         golf.ops.set_kernels_enabled(kernels)
         torch._dynamo.reset()
-        results.append(bench(cfg, args.steps, args.warmup))
+        results.append(bench(cfg, args.steps, args.warmup, qat=qat))
     env = environment()
     print(f"\n{env['gpu']}  torch {env['torch']}  triton {env['triton']}  commit {env['git_commit']}")
-    print(f"{'preset':8} {'kernels':7} {'micro ms':>9} {'step ms':>9} {'tok/s':>11} {'MFU':>6} {'opt ms':>7} "
+    print(f"{'preset':8} {'kernels':7} {'qat':5} {'micro ms':>9} {'step ms':>9} {'tok/s':>11} {'MFU':>6} {'opt ms':>7} "
           f"{'opt %':>6} {'peak GiB':>8}")
     for r in results:
-        print(f"{r['preset']:8} {str(r['kernels']):7} {r['micro_ms']:9.2f} {r['step_ms']:9.1f} {r['tokens_per_s']:11,.0f} "
+        print(f"{r['preset']:8} {str(r['kernels']):7} {str(r['qat']):5} {r['micro_ms']:9.2f} {r['step_ms']:9.1f} {r['tokens_per_s']:11,.0f} "
               f"{100 * r['mfu']:5.1f}% {r['optimizer_ms']:7.2f} {100 * r['optimizer_share']:5.1f}% {r['peak_mem_gib']:8.1f}")
         print("  ops: " + json.dumps(r["ops"]) + f"  attention: {r['attention']}")
+    if args.qat:
+        print(f"QAT cost: {100 * (results[-1]['step_ms'] / results[0]['step_ms'] - 1):+.2f}% of the step")
     if args.csv:
         path = Path(args.csv)
         new = not path.exists()
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             if new:
                 w.writerow(["date", "gpu", "commit", "benchmark", "case", "median_ms", "rate", "command"])
             for r in results:
-                case = f"{r['preset']} kernels={r['kernels']} step {r['step_tokens']} tok"
+                case = f"{r['preset']} kernels={r['kernels']}{' qat=True' * r['qat']} step {r['step_tokens']} tok"
                 w.writerow([env["time"][:10], env["gpu"], env["git_commit"], "bench_step", case, f"{r['step_ms']:.2f}",
                             f"{r['tokens_per_s']:.0f} tok/s", " ".join(sys.argv)])
     return 0

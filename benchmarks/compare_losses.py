@@ -1,8 +1,9 @@
 """Compare the training-loss curves of two golf runs (e.g. fused kernels vs every op on its reference).
 
     python benchmarks/compare_losses.py runs/a runs/b [--tolerance 0.02]
+    python benchmarks/compare_losses.py runs/a/train.log other.log       # logs of runs with train.log_every=1
 
-Reads each run's checkpoint.pt history (step, loss), prints the largest and mean absolute difference over
+Reads each run's checkpoint.pt history (step, loss), or the `step:N/M train_loss:X` lines of a log file, prints the largest and mean absolute difference over
 the common steps and the final losses, and exits 1 when the largest difference exceeds --tolerance (bf16
 noise over 200 steps of core11 is a few hundredths of a nat; choose the tolerance from a same-config
 seed-vs-seed pair).
@@ -11,14 +12,24 @@ seed-vs-seed pair).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from golf.train import checkpoint
 
 
-def losses(run_dir: Path) -> dict[int, float]:
-    state, _ = checkpoint.load(run_dir / "checkpoint.pt", with_optim=False)
+STEP_LINE = re.compile(r"step:(\d+)/\d+ train_loss:([0-9.naif]+)")
+
+
+def losses(path: Path) -> dict[int, float]:
+    """{step: train loss} of a run directory (its checkpoint's history) or a train log file."""
+    if path.is_file():
+        found = {int(m.group(1)): float(m.group(2)) for m in STEP_LINE.finditer(path.read_text())}
+        if not found:
+            raise ValueError(f"{path} has no 'step:N/M train_loss:X' lines; is it a golf train log?")
+        return found
+    state, _ = checkpoint.load(path / "checkpoint.pt", with_optim=False)
     return {int(step): float(loss) for step, loss in state["history"]}
 
 

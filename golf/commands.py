@@ -57,7 +57,6 @@ def eval(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str]) -
 
 def quantize(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str]) -> int:
     """Checkpoint (EMA weights when the run kept them) -> artifact, with quant.* overrides applied."""
-    from golf.model import GPT
     from golf.train import checkpoint, dist, job, report
 
     state, _ = checkpoint.load(Path(args.checkpoint), with_optim=False)
@@ -67,10 +66,7 @@ def quantize(cfg: GolfConfig, args: argparse.Namespace, overrides: dict[str, str
         raise ValueError("golf quantize runs in one process; launch it without torchrun")
     out = Path(cfg.out) if "out" in overrides else Path(args.checkpoint).parent
     log = report.RunLog(out / "quantize.log", stream=sys.stderr)
-    model = GPT(cfg.model)
-    weights = state["ema"] if state.get("ema") is not None else state["model"]
-    model.load_state_dict({k: v for k, v in weights.items() if k in model.state_dict()})
-    model.to(info.device)
+    model = job.trained_model(Path(args.checkpoint), cfg, info.device)
     dataset = job.resolve_dataset(cfg, info, log)
     sizes = job.quantize_to_artifact(model, cfg, dataset, info.device, out / "artifact.golf", log)
     print(json.dumps({"artifact": str(out / "artifact.golf"), **sizes}, indent=2))

@@ -1,44 +1,109 @@
 #!/usr/bin/env bash
-# The GPU machine's checks, one stage per call (each fits a 10-minute call on one H200):
-#   bash scripts/gpu_suite.sh tests  OUT   # build golf with its CUDA ops, run every `cuda` test, a log per file
-#   bash scripts/gpu_suite.sh bench  OUT   # bench_mlp, bench_ns, bench_fake_quant, bench_gptq
-#   bash scripts/gpu_suite.sh step   OUT   # bench_step: core11 kernels vs references, pr549
-#   bash scripts/gpu_suite.sh losses OUT   # 200 core11 steps with kernels on and off, then compare_losses
-# WHEELS=DIR installs missing wheels first (brotli, zstandard); DATA=DIR is a prepared data directory
-# (scripts/pack_gpu_data.py makes one small enough to carry; the machine has no network).
+# The GPU machine's checks, one stage per call (each fits a 10-minute call; stages marked [2 GPUs] use a
+# second GPU when there is one). Run `setup` once per fresh machine first.
+#   bash scripts/gpu_suite.sh setup                # wheels (WHEELS=DIR), golf with its CUDA ops, carried data
+#   bash scripts/gpu_suite.sh tests    OUT [FILES] # every `cuda` test (or those of FILES), a log per file
+#   bash scripts/gpu_suite.sh bench    OUT         # bench_fake_quant, bench_ns (SWEEP=1: --sweep), bench_mlp, bench_gptq
+#   bash scripts/gpu_suite.sh step     OUT         # bench_step: core11 with QAT on (COMPARE=1: references); pr549
+#   bash scripts/gpu_suite.sh losses   OUT         # [2 GPUs] 200 core11 steps: kernels vs references, and sharded Muon
+#   bash scripts/gpu_suite.sh quantgap OUT         # [2 GPUs] issue 6's table: QAT off/on x absmax/SDClip exports
+#   bash scripts/gpu_suite.sh presets  OUT         # [2 GPUs] each record preset: short run, artifact under budget, eval
+# BENCHES / STEP_PRESETS / PRESETS pick a stage's parts; PER_GPU=N runs N of a stage's training jobs per GPU.
+# DATA_PACK=DIR (default .gpu/data) holds directories made by `scripts/pack_gpu_data.py pack`; setup unpacks
+# them into the builtin cache, so `golf train` with no --data.dir finds them (the machine has no network).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-STAGE=${1:?stage: tests | bench | step | losses}
+STAGE=${1:?stage: setup | tests | bench | step | losses | quantgap | presets}
 OUT=${2:-gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-if [ -n "${WHEELS:-}" ]; then python -m pip install -q --no-deps "$WHEELS"/*.whl; fi
-MAX_JOBS=${MAX_JOBS:-16} python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
-python -c "import golf._ext as e; print('golf._C built:', e.HAS_EXT, 'CUDA ops:', e.has_cuda_ops())"
+NGPU=$(python -c "import torch; print(torch.cuda.device_count())")
+if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then GPUS=(${CUDA_VISIBLE_DEVICES//,/ }); else GPUS=($(seq 0 $((NGPU - 1)))); fi
+
+# launch LOG CMD...: run CMD in the background on the next GPU (PER_GPU jobs share one GPU), its output in
+# LOG; once every slot has a job, wait for the batch to finish before the next launch.
+JOBS=0
+launch() {
+  local log=$1; shift
+  CUDA_VISIBLE_DEVICES=${GPUS[$(( JOBS % NGPU ))]} "$@" > "$log" 2>&1 &
+  JOBS=$((JOBS + 1)); if [ $((JOBS % (NGPU * ${PER_GPU:-1}))) -eq 0 ]; then wait; fi
+}
+# the summary lines of a golf train log
+summary() { grep -E "ms/step|val_bpb|artifact bytes|stopped|Error|error" "$1" | tail -8; }
+
+# Short runs on the builtin corpus: iteration-based schedule, no wall-clock cap.
+SHORT=(--train.max_wallclock_seconds=0 --train.val_every=0)
 
 case "$STAGE" in
+setup)
+  if [ -n "${WHEELS:-}" ]; then python -m pip install -q --no-deps "$WHEELS"/*.whl; fi
+  MAX_JOBS=${MAX_JOBS:-16} python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+  python -c "import golf._ext as e; print('golf._C built:', e.HAS_EXT, 'CUDA ops:', e.has_cuda_ops())"
+  python scripts/pack_gpu_data.py unpack "${DATA_PACK:-.gpu/data}" "${XDG_CACHE_HOME:-$HOME/.cache}/golf/data" ;;
 tests)
+  files=${3:-$(grep -l "mark.cuda" -r tests --include='test_*.py' | sort)}
   # One pytest per file: a crash in one file must not hide the others' results.
-  for f in $(grep -l "mark.cuda" -r tests --include='test_*.py' | sort); do
+  for f in $files; do
     log="$OUT/$(basename "$f" .py).log"
     timeout 300 python -m pytest -q -m cuda -p no:cacheprovider "$f" > "$log" 2>&1
     echo "rc=$? $f: $(grep -E '[0-9]+ (passed|failed)' "$log" | tail -1)"
   done ;;
 bench)
-  for b in bench_mlp bench_ns bench_fake_quant; do
-    timeout 180 python "benchmarks/$b.py" > "$OUT/$b.log" 2>&1; echo "rc=$? $b"; tail -12 "$OUT/$b.log"
-  done
-  timeout 180 python benchmarks/bench_gptq.py --device cuda > "$OUT/bench_gptq.log" 2>&1; tail -4 "$OUT/bench_gptq.log" ;;
+  for b in ${BENCHES:-fake_quant ns mlp gptq}; do
+    args=(); [ "$b" = ns ] && [ -n "${SWEEP:-}" ] && args=(--sweep); [ "$b" = gptq ] && args=(--device cuda)
+    timeout 300 python "benchmarks/bench_$b.py" "${args[@]}" > "$OUT/bench_$b.log" 2>&1; echo "rc=$? bench_$b"
+    tail -12 "$OUT/bench_$b.log"
+  done ;;
 step)
-  timeout 300 python benchmarks/bench_step.py --preset core11 --compare --steps 3 --warmup 2 2>&1 | tail -6
-  timeout 240 python benchmarks/bench_step.py --preset pr549 --steps 3 --warmup 2 2>&1 | tail -4 ;;
+  for p in ${STEP_PRESETS:-core11 pr549}; do
+    extra=(); [ "$p" = core11 ] && extra=(--qat ${COMPARE:+--compare})
+    timeout 360 python benchmarks/bench_step.py --preset "$p" --steps 3 --warmup 2 "${extra[@]}" 2>&1 | tail -9
+  done ;;
 losses)
-  : "${DATA:?DATA must name a prepared data directory}"
-  common=(--preset core11 --data.dir "$DATA" --train.iterations=200 --train.max_wallclock_seconds=0
-          --train.val_every=0 --quant.calib_batches=1 --quant.allow_over_budget=true --eval.max_tokens=65536
-          --eval.stride=0)
-  timeout 270 golf train "${common[@]}" --out runs/losses_kernels > "$OUT/losses_kernels.log" 2>&1
-  timeout 270 golf train "${common[@]}" --train.kernels=false --out runs/losses_reference > "$OUT/losses_ref.log" 2>&1
-  python benchmarks/compare_losses.py runs/losses_kernels runs/losses_reference ;;
+  # Issue 4: the fused MLP (and NS) kernels against every op on its reference, same seed and data, MuonEq-R
+  # on (issue 5: core11 trains with banks + MuonEq-R on 1 GPU); then the same run on 2 GPUs with sharded
+  # Muon. Every step's loss goes to train.log (compare_losses reads run dirs or logs).
+  common=(--preset core11 "${SHORT[@]}" --train.iterations=200 --optim.warmdown_iters=100 --train.log_every=1
+          --optim.muon_row_normalize=true --quant.calib_batches=1 --quant.allow_over_budget=true
+          --quant.compressor=zstd --eval.max_tokens=131072 --eval.stride=0)
+  if [[ " ${LOSS_PARTS:-pair sharded} " == *" pair "* ]]; then
+    launch "$OUT/losses_kernels.log" timeout 400 golf train "${common[@]}" --out runs/losses_kernels
+    launch "$OUT/losses_reference.log" timeout 400 golf train "${common[@]}" --train.kernels=false --out runs/losses_reference
+    wait
+    summary "$OUT/losses_kernels.log"; summary "$OUT/losses_reference.log"
+    python benchmarks/compare_losses.py runs/losses_kernels runs/losses_reference
+  fi
+  if [[ " ${LOSS_PARTS:-pair sharded} " == *" sharded "* ]] && [ "$NGPU" -ge 2 ]; then
+    timeout 300 torchrun --standalone --nproc_per_node=2 -m golf.cli train "${common[@]}" \
+      --optim.muon_distributed=sharded --out runs/losses_sharded2 > "$OUT/losses_sharded2.log" 2>&1
+    echo "rc=$? sharded Muon on 2 GPUs"; summary "$OUT/losses_sharded2.log"
+    if [ -d runs/losses_kernels ]; then python benchmarks/compare_losses.py runs/losses_kernels runs/losses_sharded2; fi
+  fi ;;
+quantgap)
+  # Issue 6: a core11 model for a fixed number of steps (one seed and data order), without QAT and with QAT
+  # on each export grid; every run quantizes with its own clip rule and scores its artifact.
+  steps=${QG_STEPS:-300}
+  common=(--preset core11 "${SHORT[@]}" --train.iterations=$steps --train.batch_tokens=196608
+          --optim.warmdown_iters=$(( steps / 2 )) --optim.ema_decay=0 --quant.calib_batches=16
+          --quant.allow_over_budget=true --quant.compressor=lzma --eval.stride=0 --quant.qat_start_lr_scale=0.5)
+  runs=()
+  for qat in false true; do
+    for clip in absmax sdclip; do
+      name=qg_$([ $qat = true ] && echo qat || echo noqat)_$clip; runs+=("runs/$name")
+      launch "$OUT/$name.log" timeout 420 golf train "${common[@]}" --quant.qat=$qat --quant.clip=$clip --out "runs/$name"
+    done
+  done
+  wait
+  for r in "${runs[@]}"; do summary "$OUT/$(basename "$r").log" | tail -3; done
+  python benchmarks/quant_gaps.py "${runs[@]}" --md "$OUT/quant_gaps.md" ;;
+presets)
+  # Issue 7: each record preset trains a short fixed budget, quantizes under 16,000,000 bytes, evaluates.
+  common=("${SHORT[@]}" --train.iterations=${PRESET_STEPS:-60} --optim.warmdown_iters=0 --optim.warmdown_frac=0.5
+          --quant.calib_batches=8)
+  for p in ${PRESETS:-pr1285 pr1331 pr549 pr89}; do
+    launch "$OUT/preset_$p.log" timeout 280 golf train --preset "$p" "${common[@]}" --out "runs/preset_$p"
+  done
+  wait
+  for p in ${PRESETS:-pr1285 pr1331 pr549 pr89}; do echo "== $p"; summary "$OUT/preset_$p.log"; done ;;
 *) echo "unknown stage $STAGE"; exit 2 ;;
 esac

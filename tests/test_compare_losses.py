@@ -30,3 +30,15 @@ def test_runs_without_common_steps_are_an_error(tmp_path):
     b = write_run(tmp_path / "b", [(2, 4.0)])
     with pytest.raises(ValueError, match="share no steps"):
         compare_losses.main([str(a), str(b)])
+
+
+def test_train_logs_compare_like_run_dirs(tmp_path, capsys):
+    log = tmp_path / "train.log"
+    log.write_text("golf 0.1.0 ...\nstep:1/3 train_loss:5.0100 train_time:10ms step_avg:10.0ms\n"
+                   "noise\nstep:2/3 train_loss:4.0300 train_time:20ms\nstep:3/3 train_loss:3.4900 train_time:30ms\n")
+    a = write_run(tmp_path / "a", [(1, 5.0), (2, 4.0), (3, 3.5)])
+    assert compare_losses.main([str(a), str(log), "--tolerance", "0.05"]) == 0
+    assert "3 common steps: max |diff| 0.0300" in capsys.readouterr().out
+    (tmp_path / "empty.log").write_text("no steps here\n")
+    with pytest.raises(ValueError, match="train_loss"):
+        compare_losses.losses(tmp_path / "empty.log")

@@ -104,6 +104,27 @@ def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch
     return sizes
 
 
+def trained_model(checkpoint_path: Path, cfg: GolfConfig, device: torch.device):
+    """The GPT of a golf checkpoint with the weights its run evaluates (as `final_weights`: the SWA average
+    when it collected any, else the EMA when kept), looping on for recurrence models as at the end of training."""
+    from golf.model import GPT
+    from golf.optim.swa import SWA
+    from golf.train import checkpoint
+
+    state, _ = checkpoint.load(Path(checkpoint_path), with_optim=False)
+    model = GPT(cfg.model)
+    weights = state["ema"] if state.get("ema") is not None else state["model"]
+    model.load_state_dict({k: v for k, v in weights.items() if k in model.state_dict()})
+    if cfg.optim.swa_every and state.get("swa"):
+        swa = SWA(cfg.optim.swa_every, cfg.optim.swa_start_lr_scale)
+        swa.load_state_dict(state["swa"])
+        if swa.count:
+            swa.apply(model)
+    if cfg.model.num_loops:
+        model.set_looping(True)
+    return model.to(device)
+
+
 def score_artifact(qmodel, cfg: GolfConfig, dataset: Dataset, info: DistInfo, log) -> dict:
     """Plain and sliding scores of the artifact's model, then legal TTT (which adapts that model) if enabled."""
     post = score(qmodel, cfg, dataset, info.device, info.rank, info.world_size)
