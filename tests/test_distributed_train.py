@@ -2,6 +2,7 @@
 Muon's gradients averaged by DDP (allreduce) or by Muon's own reduce-scatter (sharded), gradient clipping
 active in both: a clip computed from one rank's local gradients would give each rank its own coefficient."""
 
+import json
 import subprocess
 import sys
 
@@ -31,3 +32,6 @@ def test_two_ranks_match_one_rank_with_accumulation(tiny_data, tmp_path, muon_di
     assert len(losses_a) == len(losses_b) == 4
     for la, lb in zip(losses_a, losses_b):
         assert abs(la - lb) <= 1e-5, (losses_a, losses_b)
+    # both ranks calibrate GPTQ on their share of the same calibration tokens: the same artifact quality
+    run_a, run_b = (json.loads((d / "run.json").read_text()) for d in (one, two))
+    assert run_b["post_quant"]["plain"]["val_bpb"] == pytest.approx(run_a["post_quant"]["plain"]["val_bpb"], abs=1e-4)

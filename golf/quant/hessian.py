@@ -4,7 +4,8 @@ X [tokens, in_features] is the fp32 input that multiplies a weight in the model'
 `model.linear_inputs(callback)` (golf.model.GPT) under the weight's state-dict name: c_q/c_k/c_v share the
 normalized attention input, attn.proj gets the attention output, mlp.fc the normalized MLP input, mlp.proj
 the activation, tok_emb.weight (tied head) the final-norm output. A weight reached twice in one forward
-(depth recurrence) adds both inputs.
+(depth recurrence) adds both inputs. Under torchrun, `collect_hessians_over_ranks` lets every rank calibrate
+on its own share of the batches and averages the sums over ranks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from golf.quant.gptq import fp32_matmuls
@@ -63,6 +65,35 @@ def collect_hessians(
     torch.no_grad in eval mode (the model's mode is restored). To calibrate in bf16 as training runs, call
     it inside torch.autocast: X is upcast to fp32 before X^T X either way.
     """
+    sums, num_batches = _collect_sums(model, batches, device)
+    if num_batches == 0:
+        raise ValueError("collect_hessians got no calibration batches; set quant.calib_batches > 0")
+    return {name: h.div_(num_batches) for name, h in sums.items()}
+
+
+def collect_hessians_over_ranks(
+    model: nn.Module, batches: Iterable[Tensor], *, device: torch.device | str | None = None
+) -> dict[str, Tensor]:
+    """collect_hessians where every rank of the default process group passes its own batches: the result,
+    equal on every rank, is the mean over all ranks' batches (each rank's X^T X sums and batch count are
+    all-reduced, weights in sorted name order). Without a process group it is collect_hessians.
+    Every rank needs at least one batch (each must report the same weights)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return collect_hessians(model, batches, device=device)
+    sums, num_batches = _collect_sums(model, batches, device)
+    if num_batches == 0:
+        raise ValueError(f"rank {dist.get_rank()} got no calibration batches; set quant.calib_batches >= the "
+                         f"number of processes ({dist.get_world_size()})")
+    dev = next(iter(sums.values())).device
+    count = torch.tensor([float(num_batches)], device=dev)
+    dist.all_reduce(count)
+    for name in sorted(sums):
+        dist.all_reduce(sums[name])
+    return {name: h.div_(count) for name, h in sums.items()}
+
+
+def _collect_sums(model: nn.Module, batches: Iterable[Tensor], device) -> tuple[dict[str, Tensor], int]:
+    """({weight name: sum of X^T X over the batches}, number of batches)."""
     dev = torch.device(device) if device is not None else _model_device(model)
     if not hasattr(model, "linear_inputs"):
         raise ValueError(f"{type(model).__name__} has no linear_inputs(callback); use golf.model.GPT")
@@ -80,6 +111,4 @@ def collect_hessians(
                 num_batches += 1
     finally:
         model.train(was_training)
-    if num_batches == 0:
-        raise ValueError("collect_hessians got no calibration batches; set quant.calib_batches > 0")
-    return {name: h.div_(num_batches) for name, h in sums.sums.items()}
+    return sums.sums, num_batches

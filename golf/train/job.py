@@ -19,7 +19,7 @@ from golf.eval.evaluate import autocast_for
 from golf.eval.ttt import score_ttt
 from golf.quant.artifact import write_artifact
 from golf.quant.codesize import check_budget, code_bytes
-from golf.quant.hessian import collect_hessians
+from golf.quant.hessian import collect_hessians_over_ranks
 from golf.quant.mixed import generate_calibration, quantize_to_budget
 from golf.quant.qat import set_qat
 from golf.train import dist, report
@@ -48,12 +48,15 @@ def run_dir(cfg: GolfConfig) -> Path:
     return Path(dist.broadcast_object(name))
 
 
-def calibration_batches(cfg: GolfConfig, dataset: Dataset, device: torch.device) -> Iterator[torch.Tensor]:
-    """quant.calib_batches batches of training tokens (each split into micro-batches like a train step)."""
+def calibration_batches(cfg: GolfConfig, dataset: Dataset, device: torch.device, rank: int = 0,
+                        world_size: int = 1) -> Iterator[torch.Tensor]:
+    """quant.calib_batches batches of training tokens (each split into micro-batches like a train step); with
+    several ranks each rank gets its share of every batch, as in training."""
     t, q = cfg.train, cfg.quant
     batch_tokens = q.calib_batch_tokens or t.batch_tokens
-    accum = grad_accum_steps(batch_tokens, t.seq_len, 1, t.max_micro_batch_tokens)
-    loader = TokenLoader(dataset.train_files, batch_tokens=batch_tokens, seq_len=t.seq_len, grad_accum=accum)
+    accum = grad_accum_steps(batch_tokens, t.seq_len, world_size, t.max_micro_batch_tokens)
+    loader = TokenLoader(dataset.train_files, batch_tokens=batch_tokens, seq_len=t.seq_len, grad_accum=accum,
+                         rank=rank, world_size=world_size)
     for _ in range(q.calib_batches * accum):
         yield loader.next_batch()[0].to(device)
 
@@ -63,26 +66,45 @@ def eval_entry_modules(cfg: GolfConfig) -> tuple[str, ...]:
     return (EVAL_ENTRY, "golf.eval.ttt") if cfg.eval.ttt else (EVAL_ENTRY,)
 
 
-def calibration_inputs(model, cfg: GolfConfig, dataset: Dataset, device: torch.device):
-    """Token batches for the GPTQ Hessians: training data, or the model's own samples (quant.calib_source)."""
+def calibration_inputs(model, cfg: GolfConfig, dataset: Dataset, device: torch.device, rank: int = 0,
+                       world_size: int = 1):
+    """This rank's token batches for the GPTQ Hessians: its share of the training batches, or of the model's
+    own samples (quant.calib_source; rank r generates the sequences r, r + world_size, ... from its own seed)."""
     if cfg.quant.calib_source == "generated":
-        return generate_calibration(model, cfg.quant.calib_batches, cfg.train.seq_len,
-                                    vocab_size=cfg.model.vocab_size, seed=cfg.seed, device=device)
-    return calibration_batches(cfg, dataset, device)
+        mine = len(range(rank, cfg.quant.calib_batches, world_size))
+        if mine == 0:
+            raise ValueError(f"quant.calib_batches={cfg.quant.calib_batches} gives rank {rank} of {world_size} no "
+                             f"generated sequence; use at least one per process")
+        return generate_calibration(model, mine, cfg.train.seq_len, vocab_size=cfg.model.vocab_size,
+                                    seed=cfg.seed + 1000 * rank, device=device)
+    return calibration_batches(cfg, dataset, device, rank, world_size)
 
 
-def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch.device, path: Path, log) -> dict:
-    """GPTQ (or round-to-nearest) the model's weights, fit the byte budget (mixed bits / pruning when
-    configured), write the compressed artifact and check the budget."""
+def calibrate(model, cfg: GolfConfig, dataset: Dataset, info: DistInfo, log) -> dict[str, torch.Tensor] | None:
+    """The GPTQ Hessians of the model's float weights (None without GPTQ). Every rank calibrates on its own
+    share of the batches and gets the same averaged Hessians, so under torchrun call it on every rank."""
     set_qat(model, False, cfg.quant)  # calibrate and export the float weights; export applies the same grid
+    if not (cfg.quant.gptq and cfg.quant.calib_batches > 0):
+        return None
     t0 = time.perf_counter()
-    hessians = None
-    if cfg.quant.gptq and cfg.quant.calib_batches > 0:
-        model.eval()
-        with autocast_for(device):
-            hessians = collect_hessians(model, calibration_inputs(model, cfg, dataset, device), device=device)
-        log(f"quantize: Hessians of {len(hessians)} matrices from {cfg.quant.calib_source} tokens in "
-            f"{time.perf_counter() - t0:.1f}s")
+    model.eval()
+    with autocast_for(info.device):
+        batches = calibration_inputs(model, cfg, dataset, info.device, info.rank, info.world_size)
+        hessians = collect_hessians_over_ranks(model, batches, device=info.device)
+    log(f"quantize: Hessians of {len(hessians)} matrices from {cfg.quant.calib_source} tokens on "
+        f"{info.world_size} rank(s) in {time.perf_counter() - t0:.1f}s")
+    return hessians
+
+
+def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch.device, path: Path, log,
+                         hessians: dict[str, torch.Tensor] | None = None) -> dict:
+    """GPTQ (or round-to-nearest) the model's weights, fit the byte budget (mixed bits / pruning when
+    configured), write the compressed artifact and check the budget. `hessians`: from `calibrate` (run on
+    every rank first under torchrun); None calibrates here, in this process."""
+    t0 = time.perf_counter()
+    if hessians is None:
+        hessians = calibrate(model, cfg, dataset, DistInfo(0, 1, 0, device), log)
+    set_qat(model, False, cfg.quant)
     t1 = time.perf_counter()
     code = code_bytes(entry_modules=eval_entry_modules(cfg))
     meta = {"config": cfg.to_dict(), "data_dir": str(dataset.dir)}
@@ -187,10 +209,15 @@ def _run(cfg: GolfConfig, info: DistInfo, out: Path, log, resume: str) -> dict:
     log(f"pre-quant val_loss:{pre.val_loss:.6f} val_bpb:{pre.val_bpb:.6f}")
     summary["pre_quant"] = pre.to_dict()
     artifact = out / "artifact.golf"
+    t_calib = time.perf_counter()
+    hessians = calibrate(trainer.model, cfg, dataset, info, log)  # every rank calibrates on its share
+    t_calib = time.perf_counter() - t_calib
     error = None
     if info.is_main:  # one rank packs; the others must learn if it failed (e.g. over budget) instead of hanging
         try:
-            summary["artifact"] = quantize_to_artifact(trainer.model, cfg, dataset, info.device, artifact, log)
+            summary["artifact"] = quantize_to_artifact(trainer.model, cfg, dataset, info.device, artifact, log,
+                                                       hessians=hessians)
+            summary["artifact"]["calibration_seconds"] = t_calib
         except ValueError as e:
             error = str(e)
     error = dist.broadcast_object(error)
