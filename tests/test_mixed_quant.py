@@ -234,3 +234,57 @@ def test_generated_calibration_is_seeded_and_feeds_hessians(model_and_hessians):
 def test_bad_mixed_config(kw, match):
     with pytest.raises(ValueError, match=match):
         QuantConfig(**kw).validate()
+
+
+# -- the proxy-steered search (golf.quant.mixed._closest_fit) ------------------------------------------------
+class _FakeSizes:
+    """Real bytes 1000 + 10 m with m = n (sizes grow with n) or m = 5000 - n (pruning's direction); the proxy
+    is off by a factor that drifts with m (a misleading size model)."""
+
+    def __init__(self, proxy_drift: float, grows: bool):
+        self.drift, self.grows, self.probes = proxy_drift, grows, []
+
+    def _m(self, n):
+        return n if self.grows else 5000 - n
+
+    def real(self, n):
+        if n not in self.probes:
+            self.probes.append(n)
+        return 1000 + 10 * self._m(n)
+
+    def proxy(self, n):
+        return (1000 + 10 * self._m(n)) * (1 + self.drift * (self._m(n) / 5000) ** 2)
+
+
+@pytest.mark.parametrize("drift", [0.0, 0.3, -0.5])
+@pytest.mark.parametrize("grows", [True, False])
+def test_closest_fit_finds_the_exact_boundary_in_few_real_probes(drift, grows):
+    from golf.quant.mixed import _closest_fit
+
+    target = 1000 + 10 * 2345 + 5  # m <= 2345 fits
+    sizes = _FakeSizes(drift, grows)
+    fit, fail = (0, 5000) if grows else (5000, 0)
+    sizes.real(fit), sizes.real(fail)
+    assert _closest_fit(sizes, fit, fail, target) == (2345 if grows else 5000 - 2345)
+    # an exact proxy needs two more real probes; a misleading one at most about three per halving
+    bound = 4 if drift == 0.0 else 2 + 3 * 13  # 13 = ceil(log2(5000))
+    assert len(sizes.probes) <= bound, sizes.probes
+    if drift:
+        assert len(sizes.probes) < 2 + 13, sizes.probes  # and still fewer than a plain binary search here
+
+
+def test_prune_search_uses_the_proxy_not_a_binary_search(model_and_hessians, monkeypatch):
+    import golf.quant.mixed as mixed
+
+    model, hs = model_and_hessians
+    c = qcfg(clip="sdclip", compressor="brotli")
+    entries = quantize_state_dict(model.state_dict(), hs, c)
+    full = artifact_bytes(entries, META, c)
+    calls = []
+    real = mixed.artifact_bytes
+    monkeypatch.setattr(mixed, "artifact_bytes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    pruned, n, size = prune_to_budget(entries, c, target_bytes=full - 2000, meta=META)
+    assert n > 0 and size <= full - 2000
+    total = sum(int((e.data.abs() == 1).sum()) for e in entries.values()
+                if isinstance(e, QuantizedTensor) and e.kind in ("gptq", "rtn"))
+    assert len(calls) < 2 + total.bit_length(), (len(calls), total)  # fewer than a plain binary search

@@ -121,6 +121,15 @@ def pack_artifact(
     """The file's bytes and the uncompressed body size."""
     if compressor not in COMPRESSOR_IDS:
         raise ValueError(f"compressor {compressor!r} is unknown; use one of {tuple(COMPRESSOR_IDS)}")
+    body = artifact_body(entries, meta)
+    packed = compress(body, compressor)
+    head = _HEAD.pack(MAGIC, FORMAT_VERSION, COMPRESSOR_IDS[compressor], b"\0" * 32, len(packed))
+    digest = hashlib.sha256(head[: _DIGEST.start] + head[_DIGEST.stop :] + packed).digest()
+    return head[: _DIGEST.start] + digest + head[_DIGEST.stop :] + packed, len(body)
+
+
+def artifact_body(entries: dict[str, QuantizedTensor | Tensor], meta: dict) -> bytes:
+    """The uncompressed body of the artifact: header length, JSON header, tensor payload."""
     payload = _Payload()
     tensors = [_tensor_record(name, e, payload) for name, e in entries.items()]
     data = b"".join(payload.parts)
@@ -131,11 +140,7 @@ def pack_artifact(
             f"artifact meta must be JSON-serializable (plain dicts, lists, str, finite numbers): {e}"
         ) from e
     hb = header.encode("utf-8")
-    body = struct.pack("<Q", len(hb)) + hb + data
-    packed = compress(body, compressor)
-    head = _HEAD.pack(MAGIC, FORMAT_VERSION, COMPRESSOR_IDS[compressor], b"\0" * 32, len(packed))
-    digest = hashlib.sha256(head[: _DIGEST.start] + head[_DIGEST.stop :] + packed).digest()
-    return head[: _DIGEST.start] + digest + head[_DIGEST.stop :] + packed, len(body)
+    return struct.pack("<Q", len(hb)) + hb + data
 
 
 def write_artifact(

@@ -4,12 +4,17 @@ selective +-1 pruning (§4.12), and self-generated calibration text (§4.7).
 Bytes are always measured, never estimated: a candidate is packed into the real artifact container and
 compressed with the configured compressor (golf.quant.artifact.pack_artifact), and compared in decimal bytes
 with quant.budget_bytes minus the code bytes (§4.12 ⚠: the records' MiB target overshot 16,000,000).
+Because brotli-11 takes about a minute per core11-sized candidate, the searches are steered by a fast proxy
+(zstd level 3 of the same body, scaled by the real/proxy ratio interpolated between the two real
+measurements that bracket the answer) and every decision is a real measurement; a safeguard bisects when
+the proxy misleads, so the search never needs more than about three times a binary search's probes.
 
 - plan_bits: rank the GPTQ'd block matrices by sensitivity trace(H) and give the n most sensitive
   quant.bits, the rest quant.mixed_low_bits; binary search on the largest n that fits (bytes grow with n).
   Each matrix is quantized once per bit width and the candidates are assembled from those entries.
 - prune_to_budget: zero the n cheapest codes with |q| = 1 (cost s_row^2 each, ties in flat index order);
-  binary search on the smallest n that fits.
+  search for the smallest n that fits, stopping early once a fitting n lands within PRUNE_SLACK of the
+  target (n runs into the millions; one byte more or less is not worth a minute of brotli).
 - quantize_to_budget: the export entry point: quantize, mixed plan when quant.mixed_low_bits > 0, pruning
   when quant.prune_to_budget and still over; returns the entries and a BudgetReport.
 - generate_calibration (quant.calib_source == "generated"): the model's own samples (temperature 0.8, seeded torch.Generator, first token
@@ -19,16 +24,20 @@ with quant.budget_bytes minus the code bytes (§4.12 ⚠: the records' MiB targe
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
+import zstandard
 from torch import Tensor, nn
 
 from golf.config import QuantConfig
-from golf.quant.artifact import pack_artifact
+from golf.quant.artifact import artifact_body, pack_artifact
 from golf.quant.export import QuantizedTensor, quantize_state_dict, tensor_group
 
 GEN_TEMPERATURE = 0.8
 GEN_BATCH = 8
+PROXY_ZSTD_LEVEL = 3  # the fast size model that steers the searches (~100x faster than brotli-11)
+PRUNE_SLACK = 0.001  # pruning stops once a fitting candidate is within this fraction of the target bytes
 
 
 def sensitivities(hessians: dict[str, Tensor]) -> dict[str, float]:
@@ -39,6 +48,64 @@ def sensitivities(hessians: dict[str, Tensor]) -> dict[str, float]:
 def artifact_bytes(entries: dict[str, QuantizedTensor | Tensor], meta: dict, cfg: QuantConfig) -> int:
     """The compressed size of `entries` in golf's artifact container, in bytes."""
     return len(pack_artifact(entries, meta, compressor=cfg.compressor)[0])
+
+
+class _Sizes:
+    """Artifact bytes of candidate n (entries built by `build(n)`): real (the configured compressor) and
+    proxy (zstd level 3 of the same body), both cached."""
+
+    def __init__(self, build: Callable[[int], dict], meta: dict, cfg: QuantConfig):
+        self.build, self.meta, self.cfg = build, meta, cfg
+        self._real: dict[int, int] = {}
+        self._proxy: dict[int, int] = {}
+        self._zstd = zstandard.ZstdCompressor(level=PROXY_ZSTD_LEVEL)
+
+    def real(self, n: int) -> int:
+        if n not in self._real:
+            self._real[n] = artifact_bytes(self.build(n), self.meta, self.cfg)
+        return self._real[n]
+
+    def proxy(self, n: int) -> int:
+        if n not in self._proxy:
+            self._proxy[n] = len(self._zstd.compress(artifact_body(self.build(n), self.meta)))
+        return self._proxy[n]
+
+
+def _closest_fit(sizes: _Sizes, fit: int, fail: int, target: int, slack: int = 0) -> int:
+    """The fitting candidate next to the boundary between `fit` (real bytes <= target) and `fail` (> target),
+    sizes monotone in n: the n nearest `fail` that fits, or the first fitting probe within `slack` bytes of
+    the target.
+
+    Probes go where the proxy predicts the boundary, the proxy scaled by the real/proxy ratio interpolated
+    between the bracket's two real measurements; when two such probes leave more than half of the bracket,
+    the next one bisects (so at most three real probes per halving).
+    """
+    round_width, proxy_probes = abs(fail - fit), 0  # a round: up to two proxy probes, then a check
+    while abs(fail - fit) > 1 and sizes.real(fit) < target - slack:
+        step = 1 if fail > fit else -1
+        inside = range(fit + step, fail, step)  # from the fitting side towards the failing one
+        bisect = False
+        if proxy_probes == 2:
+            bisect = 2 * abs(fail - fit) > round_width  # the proxy did not halve the bracket: bisect once
+            round_width, proxy_probes = abs(fail - fit), 0
+        if bisect:
+            n = inside[len(inside) // 2]
+        else:
+            r_fit, r_fail = (sizes.real(x) / sizes.proxy(x) for x in (fit, fail))
+
+            def predicted(x: int) -> float:
+                return sizes.proxy(x) * (r_fit + (r_fail - r_fit) * (x - fit) / (fail - fit))
+
+            lo, hi = 0, len(inside) - 1  # the last index whose predicted bytes fit (predictions grow along inside)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if predicted(inside[mid]) <= target else (lo, mid - 1)
+            n, proxy_probes = inside[lo], proxy_probes + 1
+        if sizes.real(n) <= target:
+            fit = n
+        else:
+            fail = n
+    return fit
 
 
 def mixed_candidates(state_dict: dict[str, Tensor], hessians: dict[str, Tensor], cfg: QuantConfig) -> list[str]:
@@ -83,24 +150,16 @@ def plan_bits(
         entries = {name: (high_only[name] if plan.get(name) == high else at_low[name]) for name in at_low}
         return plan, entries
 
-    sizes: dict[int, int] = {}
-
-    def size(n: int) -> int:
-        if n not in sizes:
-            sizes[n] = artifact_bytes(assemble(n)[1], meta, cfg)
-        return sizes[n]
-
-    lo, hi = 0, len(ranked)  # invariant: size(lo) fits or lo == 0; answer in [lo, hi]
-    if size(hi) <= target_bytes:
-        lo = hi
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if size(mid) <= target_bytes:
-            lo = mid
-        else:
-            hi = mid - 1
-    plan, entries = assemble(lo)
-    return plan, entries, size(lo)
+    sizes = _Sizes(lambda n: assemble(n)[1], meta, cfg)
+    top = len(ranked)
+    if sizes.real(top) <= target_bytes:
+        n = top
+    elif sizes.real(0) > target_bytes:
+        n = 0  # not even all-low fits: the caller prunes next
+    else:
+        n = _closest_fit(sizes, 0, top, target_bytes)
+    plan, entries = assemble(n)
+    return plan, entries, sizes.real(n)
 
 
 @dataclasses.dataclass
@@ -146,35 +205,25 @@ def _apply_pruning(entries: dict, order: _PruneOrder, n: int) -> dict[str, Quant
 def prune_to_budget(
     entries: dict[str, QuantizedTensor | Tensor], cfg: QuantConfig, *, target_bytes: int, meta: dict | None = None
 ) -> tuple[dict[str, QuantizedTensor | Tensor], int, int]:
-    """(entries, codes pruned, artifact bytes): the fewest cheapest +-1 codes zeroed so the artifact fits.
+    """(entries, codes pruned, artifact bytes): the cheapest +-1 codes zeroed so the artifact fits, the fewest
+    such codes or a fitting count whose artifact is within PRUNE_SLACK of the target.
 
     Raises ValueError when pruning every +-1 code still does not fit.
     """
     meta = meta or {}
-    sizes: dict[int, int] = {}
-
-    def size(n: int) -> int:
-        if n not in sizes:
-            sizes[n] = artifact_bytes(_apply_pruning(entries, order, n), meta, cfg)
-        return sizes[n]
-
     order = _prune_order(entries)
+    sizes = _Sizes(lambda n: _apply_pruning(entries, order, n) if n else entries, meta, cfg)
     total = len(order.flat_index)
-    if size(0) <= target_bytes:
-        return entries, 0, size(0)
-    if size(total) > target_bytes:
+    if sizes.real(0) <= target_bytes:
+        return entries, 0, sizes.real(0)
+    if sizes.real(total) > target_bytes:
         raise ValueError(
             f"selective pruning cannot reach {target_bytes:,} bytes: with all {total:,} +-1 codes zeroed the "
-            f"artifact is {size(total):,} bytes; lower quant.bits, raise quant.clip_k or set quant.mixed_low_bits"
+            f"artifact is {sizes.real(total):,} bytes; lower quant.bits, raise quant.clip_k or set "
+            f"quant.mixed_low_bits"
         )
-    lo, hi = 1, total  # the answer lies in [lo, hi]; size(hi) fits
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if size(mid) <= target_bytes:
-            hi = mid
-        else:
-            lo = mid + 1
-    return _apply_pruning(entries, order, lo), lo, size(lo)
+    n = _closest_fit(sizes, total, 0, target_bytes, slack=int(PRUNE_SLACK * target_bytes))
+    return _apply_pruning(entries, order, n), n, sizes.real(n)
 
 
 @dataclasses.dataclass
