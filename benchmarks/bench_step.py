@@ -144,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'preset':8} {'kernels':7} {'qat':5} {'micro ms':>9} {'step ms':>9} {'tok/s':>11} {'MFU':>6} {'opt ms':>7} "
           f"{'opt %':>6} {'peak GiB':>8}")
     for r in results:
-        print(f"{r['preset']:8} {str(r['kernels']):7} {str(r['qat']):5} {r['micro_ms']:9.2f} {r['step_ms']:9.1f} {r['tokens_per_s']:11,.0f} "
-              f"{100 * r['mfu']:5.1f}% {r['optimizer_ms']:7.2f} {100 * r['optimizer_share']:5.1f}% {r['peak_mem_gib']:8.1f}")
+        print(f"{r['preset']:8} {str(r['kernels']):7} {str(r['qat']):5} {r['micro_ms']:9.2f} {r['step_ms']:9.1f} "
+              f"{r['tokens_per_s']:11,.0f} {100 * r['mfu']:5.1f}% {r['optimizer_ms']:7.2f} "
+              f"{100 * r['optimizer_share']:5.1f}% {r['peak_mem_gib']:8.1f}")
         print("  ops: " + json.dumps(r["ops"]) + f"  attention: {r['attention']}")
     if args.qat:
         print(f"QAT cost: {100 * (results[-1]['step_ms'] / results[0]['step_ms'] - 1):+.2f}% of the step")

@@ -3,10 +3,10 @@
     python benchmarks/compare_losses.py runs/a runs/b [--tolerance 0.02]
     python benchmarks/compare_losses.py runs/a/train.log other.log       # logs of runs with train.log_every=1
 
-Reads each run's checkpoint.pt history (step, loss), or the `step:N/M train_loss:X` lines of a log file, prints the largest and mean absolute difference over
-the common steps and the final losses, and exits 1 when the largest difference exceeds --tolerance (bf16
-noise over 200 steps of core11 is a few hundredths of a nat; choose the tolerance from a same-config
-seed-vs-seed pair).
+Reads each run's checkpoint.pt history (step, loss), or the `step:N/M train_loss:X` lines of a log file,
+prints the largest and mean absolute difference over the common steps and the final losses, and exits 1 when
+the largest difference exceeds --tolerance (bf16 noise over 200 steps of core11 is a few hundredths of a nat;
+choose the tolerance from a same-config seed-vs-seed pair).
 """
 
 from __future__ import annotations

@@ -247,7 +247,9 @@ class QuantConfig:
 
     bits: int = 6  # block matrices
     embed_bits: int = 8  # tied embedding
-    clip: Literal["absmax", "absmax_floor", "sdclip"] = "absmax"  # golf.quant.scheme
+    # golf.quant.scheme's rules; "percentile_search": per matrix the scheme.PERCENTILES row clip with the least
+    # reconstruction error (one GPTQ per candidate when quant.gptq; the records' GPTQ-lite without it)
+    clip: Literal["absmax", "absmax_floor", "sdclip", "percentile_search"] = "absmax"
     clip_k: float = 12.85  # SDClip factor for matrices
     clip_k_attn: float = 0.0  # SDClip factor for attention matrices (c_q, c_k, c_v, attn.proj); 0: clip_k
     clip_k_mlp: float = 0.0  # SDClip factor for MLP matrices (mlp.fc, mlp.proj); 0: clip_k

@@ -127,8 +127,9 @@ def pr549() -> GolfConfig:
     clip 1.0: the EvalConfig defaults). SWA stays off: the record collects it (every 50 steps below LR scale
     0.2) but never applies it, so only its EMA reaches evaluation (techniques.md §3.9).
     Late QAT switches on below LR scale 0.15 (golf's switch really runs; the record's was constant-folded,
-    techniques.md §4.4). Not expressible yet: the GPTQ-lite percentile clip search (absmax_floor is the
-    nearest rule); Parallel Muon maps to optim.muon_distributed=sharded on several GPUs.
+    techniques.md §4.4) on the absmax_floor grid, the record's QAT grid. Export: the record's GPTQ-lite (per
+    matrix the least-error row quantile of 0.999 ... 1.0, round-to-nearest; the int8 tensors at the fixed
+    0.9999984 quantile). Parallel Muon maps to optim.muon_distributed=sharded on several GPUs.
     """
     cfg = core11()
     cfg.preset = "pr549"
@@ -139,7 +140,7 @@ def pr549() -> GolfConfig:
     cfg.train.iterations = 9000
     cfg.optim.aux_proj_optimizer = "adam"
     q = cfg.quant
-    q.bits, q.embed_bits, q.clip, q.gptq, q.compressor = 6, 8, "absmax_floor", False, "lzma"
+    q.bits, q.embed_bits, q.clip, q.gptq, q.compressor = 6, 8, "percentile_search", False, "lzma"
     q.qat, q.qat_start_lr_scale = True, 0.15
     e = cfg.eval
     e.stride = 64
@@ -159,8 +160,9 @@ def pr1285() -> GolfConfig:
     0.92 -> 0.99 over 1500), WD 0.090 Muon and embedding / 0.02 scalars, Adam 0.02 / 0.03, clip 0.3,
     warmdown fraction 0.667, EMA 0.997, 10 s GPTQ reserve; full GPTQ int6 on all 66 matrices (64
     calibration batches), int8 embedding, brotli; sliding eval stride 64.
-    MuonEq-R (row-normalized Muon) is on. Not expressible in golf's config yet: a step-based loop switch, the
-    per-matrix percentile clip search inside GPTQ (absmax_floor is the nearest rule).
+    MuonEq-R (row-normalized Muon) is on. GPTQ runs once per row-quantile candidate (0.999 ... 1.0) per
+    matrix, keeping the least weight error; the int8 embedding uses the fixed 0.9999984 quantile. Not
+    expressible in golf's config yet: a step-based loop switch.
     """
     cfg = GolfConfig(preset="pr1285")
     m = cfg.model
@@ -178,7 +180,7 @@ def pr1285() -> GolfConfig:
     t = cfg.train
     t.seq_len, t.batch_tokens, t.max_wallclock_seconds, t.quant_reserve_seconds = 2048, 786432, 600.0, 10.0
     q = cfg.quant
-    q.bits, q.embed_bits, q.clip, q.gptq, q.calib_batches, q.compressor = 6, 8, "absmax_floor", True, 64, "brotli"
+    q.bits, q.embed_bits, q.clip, q.gptq, q.calib_batches, q.compressor = 6, 8, "percentile_search", True, 64, "brotli"
     cfg.eval.stride = 64
     return cfg
 

@@ -156,3 +156,60 @@ def test_gpt_state_dict_roundtrip_loads_into_a_fresh_model():
     rel = ((got - ref).norm() / ref.norm()).item()
     print(f"relative logit change after int6 GPTQ: {rel:.4f}")
     assert rel < 0.1
+
+
+# -- the records' percentile clip (scheme "percentile") and its per-matrix search (quant.clip) ---------------
+def test_percentile_rule_is_a_floored_row_quantile():
+    w = torch.cat([torch.linspace(-0.5, 0.5, 1001)[None], torch.linspace(-3, 3, 1001)[None]])  # [2, 1001]
+    q = scheme.qmax(6)
+    assert torch.equal(scheme.row_scales(w, bits=6, clip="percentile", k=1.0),
+                       scheme.row_scales(w, bits=6, clip="absmax_floor"))
+    s = scheme.row_scales(w, bits=6, clip="percentile", k=0.99).float()
+    assert s[0] == torch.tensor(1 / q).half().float()  # row 0's 99th percentile |w| ~ 0.495 < 1: the floor
+    expected = torch.tensor(torch.quantile(w[1].abs(), 0.99).item() / q).half().float()
+    assert s[1] == expected and s[1] < 3 / q
+    with pytest.raises(ValueError, match="quantile k in"):
+        scheme.row_scales(w, clip="percentile", k=1.5)
+
+
+def _candidate_errors(w, h=None):
+    """Squared weight error of each scheme.PERCENTILES candidate (GPTQ with h, else round-to-nearest)."""
+    from golf.quant.gptq import gptq_quantize
+
+    errs = {}
+    for p in scheme.PERCENTILES:
+        if h is None:
+            s = scheme.row_scales(w, bits=6, clip="percentile", k=p)
+            codes = scheme.quantize(w, s, bits=6)
+        else:
+            codes, s = gptq_quantize(w, h, bits=6, clip="percentile", k=p)
+        errs[p] = float((scheme.dequantize(codes, s) - w).square().sum())
+    return errs
+
+
+@pytest.mark.parametrize("with_hessian", [False, True])
+def test_percentile_search_keeps_the_least_error_candidate(with_hessian):
+    torch.manual_seed(3)
+    w = torch.randn(64, 256) * 2.0  # rows far above the floor, so the candidates differ
+    w[:, :2] *= 8.0  # outlier columns: clipping them can pay off
+    h = hessian_of(realistic_activations(512, 256)) if with_hessian else None
+    name = "blocks.0.mlp.fc.weight"
+    e = quantize_state_dict({name: w}, {name: h} if with_hessian else None, cfg(clip="percentile_search"))[name]
+    errs = _candidate_errors(w, h)
+    assert e.kind == ("gptq" if with_hessian else "rtn") and e.clip == "percentile" and e.k in scheme.PERCENTILES
+    assert errs[e.k] == min(errs.values())
+    assert len(set(errs.values())) > 1  # the search had a real choice
+    got = float((e.dequantize() - w).square().sum())
+    assert got == pytest.approx(errs[e.k], rel=1e-6)
+
+
+def test_percentile_search_keeps_the_records_fixed_int8_quantile_for_embeddings():
+    from golf.quant.export import tensor_scheme
+
+    c = cfg(clip="percentile_search")
+    assert tensor_scheme("tok_emb.weight", c) == (8, "percentile", scheme.INT8_CLIP_PERCENTILE)
+    assert tensor_scheme("bigram.embed.weight", c) == (8, "percentile", scheme.INT8_CLIP_PERCENTILE)
+    assert tensor_scheme("blocks.3.attn.proj.weight", c) == (6, "percentile_search", None)
+    e = quantize_state_dict(state_dict(), None, c)
+    assert (e["tok_emb.weight"].clip, e["tok_emb.weight"].k) == ("percentile", scheme.INT8_CLIP_PERCENTILE)
+    assert e["blocks.0.attn.c_q.weight"].k in scheme.PERCENTILES

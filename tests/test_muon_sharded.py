@@ -270,4 +270,5 @@ def test_clipping_with_sharded_muon_matches_one_process(world_size, tmp_path):
         got, norm = torch.load(tmp_path / f"clip{r}.pt", weights_only=True)
         assert norm == pytest.approx(expected_norm, rel=1e-6)
         for i, (g, e) in enumerate(zip(got, expected)):
-            torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6, msg=lambda m, r=r, i=i: f"rank {r} parameter {i}: {m}")
+            torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6,
+                                       msg=lambda m, r=r, i=i: f"rank {r} parameter {i}: {m}")

@@ -201,3 +201,11 @@ def test_switching_qat_on_changes_an_inductor_compiled_linear():
     torch.testing.assert_close(off, torch.nn.functional.linear(x, lin.weight), rtol=1e-5, atol=1e-5)
     assert (on - off).abs().max().item() > 1e-3
     torch.testing.assert_close(on, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_percentile_search_trains_on_the_absmax_floor_grid():
+    """The export picks a row quantile per matrix; QAT cannot know it in advance and uses the k = 1 grid."""
+    model = tiny_model()
+    set_qat(model, True, qcfg(clip="percentile_search"))
+    for _, module in qat_modules(model, qcfg()):
+        assert module.qat and module.qat_clip == "absmax_floor" and module.qat_k is None

@@ -106,7 +106,7 @@ _fake_quant_op.register_autograd(_backward, setup_context=_setup_context)
 # Dispatch.
 
 
-def _use_kernel(w: torch.Tensor) -> bool:
+def _use_kernel(w: torch.Tensor, clip: str) -> bool:
     """Whether the Triton kernel runs; records the implementation either way (and warns on a real fallback)."""
     if not kernels_enabled():
         note_impl(OP, "reference (kernels disabled)")
@@ -124,6 +124,9 @@ def _use_kernel(w: torch.Tensor) -> bool:
     if w.device.type not in ("cpu", "cuda"):
         fallback(OP, f"no kernel for device {w.device.type}")
         return False
+    if clip not in _kernels.CLIP_CODES:
+        fallback(OP, f"clip rule {clip!r} has no kernel (rules: {tuple(_kernels.CLIP_CODES)})")
+        return False
     if w.shape[-1] > _kernels.MAX_COLS:
         fallback(OP, f"rows of {w.shape[-1]} columns exceed the kernel's {_kernels.MAX_COLS}")
         return False
@@ -139,12 +142,13 @@ def fake_quant(
 ) -> torch.Tensor:
     """Quantize-dequantize w [R, C] or [B, R, C] per row on scheme's int-`bits` grid; STE backward (`ste`).
 
-    bits/clip/k are gptq_quantize's scheme arguments (clip "absmax" | "absmax_floor" | "sdclip"; k is the
-    SDClip factor). Returns a tensor of w's shape and dtype, equal to scheme.fake_quant_ref(w) (bit for bit
-    except, for "sdclip" on the kernel path, a row whose fp32 std sits on an fp16 rounding boundary).
+    bits/clip/k are gptq_quantize's scheme arguments (clip "absmax" | "absmax_floor" | "sdclip" | "percentile";
+    k is the SDClip factor or the row quantile; "percentile" has no kernel and runs the reference). Returns a
+    tensor of w's shape and dtype, equal to scheme.fake_quant_ref(w) (bit for bit except, for "sdclip" on the
+    kernel path, a row whose fp32 std sits on an fp16 rounding boundary).
     """
     _check_args(w, bits, clip, k, ste)
-    if not _use_kernel(w):
+    if not _use_kernel(w, clip):
         return fake_quant_ref(w, bits=bits, clip=clip, k=k, ste=ste)
     if w.stride(-1) != 1 or (w.dim() == 3 and not w.is_contiguous()):
         w = w.contiguous()

@@ -353,7 +353,8 @@ class Muon(torch.optim.Optimizer):
         """Scale this step's reduce-scattered (averaged) gradients by `factor` (gradient clipping). Applied
         when `step()` reads them, not in place: a backend may fill the shard buffer again when waited on."""
         if self._pending is None:
-            raise ValueError("Muon.scale_averaged_grads: no reduce-scatter of this step; call averaged_grad_sq_norm first")
+            raise ValueError("Muon.scale_averaged_grads: no reduce-scatter of this step; "
+                             "call averaged_grad_sq_norm first")
         self._grad_scale = factor
 
     def _shard_state(self, bi: int, like: torch.Tensor, normuon: bool) -> dict[str, torch.Tensor]:

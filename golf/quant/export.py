@@ -43,7 +43,8 @@ class QuantizedTensor:
     kind   "gptq" | "rtn": data = int8 codes [rows, cols], scales = fp16 [rows];
            "fp16" | "fp32": data = the values in that dtype (original shape), scales = None.
     bits   5..8 for codes, 16 / 32 for float storage.
-    clip   the clip rule of the scales (None for float storage); k its SDClip factor (None unless sdclip).
+    clip   the clip rule of the scales (None for float storage); k its SDClip factor or row quantile (None for
+           the rules without one).
     shape  the original shape; dtype the original dtype's name, e.g. "float32" (informational: the
            dequantized tensor is always fp32).
     """
@@ -102,12 +103,17 @@ def tensor_scheme(
     embedding, quant.table_bits for the lookup tables and quant.bits for the rest.
     k is the group's SDClip factor (quant.clip_k_attn / clip_k_mlp, 0 meaning quant.clip_k; embed_clip_k for
     the embedding and the tables) and None unless quant.clip == "sdclip". QAT (golf.quant.qat) uses the same
-    triple, so its fake-quant equals the exported round-to-nearest dequantization.
+    triple, so its fake-quant equals the exported round-to-nearest dequantization; clip "percentile_search"
+    (chosen per matrix at export) is the exception, where QAT trains on the "absmax_floor" grid (its k = 1
+    candidate, the records' late-QAT grid). Under "percentile_search" the embedding and the tables keep the
+    records' fixed int8 row quantile (scheme.INT8_CLIP_PERCENTILE) instead of a search.
     """
     group = tensor_group(name)
     bits = {"embed": cfg.embed_bits, "table": cfg.table_bits}.get(group, cfg.bits)
     if bits_plan is not None and name in bits_plan:
         bits = bits_plan[name]
+    if cfg.clip == "percentile_search" and group in ("embed", "table"):
+        return bits, "percentile", scheme.INT8_CLIP_PERCENTILE  # the records searched only the block matrices
     if cfg.clip != "sdclip":
         return bits, cfg.clip, None
     factors = {"embed": cfg.embed_clip_k, "table": cfg.embed_clip_k, "attn": cfg.clip_k_attn, "mlp": cfg.clip_k_mlp}
@@ -119,9 +125,27 @@ def _matrix_entry(
     name: str, t: Tensor, hessian: Tensor | None, cfg: QuantConfig, device: torch.device | None, impl: str,
     bits_plan: dict[str, int] | None = None,
 ) -> QuantizedTensor:
-    bits, _, k = tensor_scheme(name, cfg, bits_plan)
+    bits, clip, k = tensor_scheme(name, cfg, bits_plan)
     if bits == 16:
         return _float_entry(name, t)
+    if clip == "percentile_search":
+        # One quantization per candidate row quantile; keep the least squared error in weight space (not
+        # Hessian-weighted), as the records do (§4.5, §4.7).
+        best = None
+        for p in scheme.PERCENTILES:
+            entry = _codes_entry(name, t, hessian, cfg, device, impl, bits, "percentile", p)
+            err = float((entry.dequantize() - t.detach().float().cpu()).square().sum())
+            if best is None or err < best[0]:
+                best = (err, entry)
+        return best[1]
+    return _codes_entry(name, t, hessian, cfg, device, impl, bits, clip, k)
+
+
+def _codes_entry(
+    name: str, t: Tensor, hessian: Tensor | None, cfg: QuantConfig, device: torch.device | None, impl: str,
+    bits: int, clip: str, k: float | None,
+) -> QuantizedTensor:
+    """GPTQ (with a Hessian) or round-to-nearest codes of `t` on one grid."""
     if hessian is not None:
         # Imported here: evaluating an artifact imports this module for dequantize_state_dict, and every golf
         # module it loads is counted against the byte budget (golf.quant.codesize); GPTQ is not needed there.
@@ -131,16 +155,16 @@ def _matrix_entry(
         try:
             codes, scales = gptq_quantize(
                 t.to(dev), hessian.to(dev), bits=bits, block_size=cfg.block_size, damp=cfg.damp,
-                act_order=cfg.act_order, clip=cfg.clip, k=k, impl=impl,
+                act_order=cfg.act_order, clip=clip, k=k, impl=impl,
             )
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from e
         kind = "gptq"
     else:
-        scales = scheme.row_scales(t, bits=bits, clip=cfg.clip, k=k)
+        scales = scheme.row_scales(t, bits=bits, clip=clip, k=k)
         codes = scheme.quantize(t, scales, bits=bits)
         kind = "rtn"
-    return QuantizedTensor(kind, codes.cpu(), scales.cpu(), bits, cfg.clip, k, tuple(t.shape), _dtype_name(t))
+    return QuantizedTensor(kind, codes.cpu(), scales.cpu(), bits, clip, k, tuple(t.shape), _dtype_name(t))
 
 
 def quantize_state_dict(

@@ -3,7 +3,9 @@
 While QAT is on, each CastedLinear whose weight the exporter quantizes multiplies by
 golf.ops.fake_quant(weight) on the exporter's own grid (bits, clip rule and group SDClip factor from
 golf.quant.export.tensor_scheme), so the forward sees exactly the weights the artifact will hold after
-round-to-nearest (bit for bit); the backward is the straight-through estimator (quant.qat_ste).
+round-to-nearest (bit for bit; with quant.clip "percentile_search", whose grid the export picks per matrix,
+QAT uses the "absmax_floor" grid, the search's k = 1 candidate); the backward is the straight-through
+estimator (quant.qat_ste).
 
 Why a per-instance Python attribute: the records' late QAT set a *class* attribute, which torch.compile
 constant-folded at the first trace, so the QAT branch never ran (§4.4 ⚠). dynamo guards on instance
@@ -49,6 +51,8 @@ def set_qat(model: nn.Module, enabled: bool, cfg: QuantConfig) -> list[str]:
     names = []
     for weight_name, module in qat_modules(model, cfg):
         bits, clip, k = tensor_scheme(weight_name, cfg)
+        if clip == "percentile_search":  # chosen per matrix only at export: train on its k = 1 candidate's grid
+            clip, k = "absmax_floor", None
         module.qat_bits, module.qat_clip, module.qat_k, module.qat_ste = bits, clip, k, cfg.qat_ste
         module.qat = bool(enabled)
         names.append(weight_name)
