@@ -5,7 +5,8 @@
 #   bash scripts/gpu_suite.sh tests    OUT [FILES] # every `cuda` test (or those of FILES), a log per file
 #   bash scripts/gpu_suite.sh bench    OUT         # bench_fake_quant, bench_ns (SWEEP=1: --sweep), bench_mlp, bench_gptq
 #   bash scripts/gpu_suite.sh step     OUT         # bench_step: core11 with QAT on (COMPARE=1: references); pr549
-#   bash scripts/gpu_suite.sh losses   OUT         # [2 GPUs] 200 core11 steps: kernels vs references, and sharded Muon
+#   bash scripts/gpu_suite.sh losses   OUT         # [2 GPUs] 200 core11 steps: kernels vs references (judged against a
+#                                                  # noise pair), and sharded Muon
 #   bash scripts/gpu_suite.sh quantgap OUT         # [2 GPUs] issue 6's table: QAT off/on x absmax/SDClip exports
 #   bash scripts/gpu_suite.sh presets  OUT         # [2 GPUs] each record preset: short run, artifact under budget, eval
 # BENCHES / STEP_PRESETS / PRESETS pick a stage's parts; PER_GPU=N runs N of a stage's training jobs per GPU.
@@ -69,9 +70,14 @@ losses)
   if [[ " ${LOSS_PARTS:-pair sharded} " == *" pair "* ]]; then
     launch "$OUT/losses_kernels.log" timeout 400 golf train "${common[@]}" --out runs/losses_kernels
     launch "$OUT/losses_reference.log" timeout 400 golf train "${common[@]}" --train.kernels=false --out runs/losses_reference
+    # the noise pair: the reference again with 16 micro-batches per step instead of 8 (the same gradients
+    # summed in another order), so the kernels' difference is judged against rounding alone
+    launch "$OUT/losses_reference_split.log" timeout 400 golf train "${common[@]}" --train.kernels=false \
+      --train.max_micro_batch_tokens=49152 --out runs/losses_reference_split
     wait
     summary "$OUT/losses_kernels.log"; summary "$OUT/losses_reference.log"
-    python benchmarks/compare_losses.py runs/losses_kernels runs/losses_reference
+    python benchmarks/compare_losses.py runs/losses_kernels runs/losses_reference \
+      --noise runs/losses_reference runs/losses_reference_split
   fi
   if [[ " ${LOSS_PARTS:-pair sharded} " == *" sharded "* ]] && [ "$NGPU" -ge 2 ]; then
     timeout 300 torchrun --standalone --nproc_per_node=2 -m golf.cli train "${common[@]}" \

@@ -42,3 +42,13 @@ def test_train_logs_compare_like_run_dirs(tmp_path, capsys):
     (tmp_path / "empty.log").write_text("no steps here\n")
     with pytest.raises(ValueError, match="train_loss"):
         compare_losses.losses(tmp_path / "empty.log")
+
+
+def test_a_noise_pair_sets_the_tolerance(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [(1, 5.0), (2, 4.0)])
+    b = write_run(tmp_path / "b", [(1, 5.03), (2, 4.0)])  # |diff| 0.03
+    c = write_run(tmp_path / "c", [(1, 5.0), (2, 4.0)])
+    d = write_run(tmp_path / "d", [(1, 5.0), (2, 4.025)])  # noise 0.025 -> tolerance 0.0375
+    assert compare_losses.main([str(a), str(b), "--noise", str(c), str(d)]) == 0
+    assert "tolerance 1.5 x 0.0250 = 0.0375" in capsys.readouterr().out
+    assert compare_losses.main([str(a), str(b), "--noise", str(c), str(d), "--noise-factor", "1.0"]) == 1
