@@ -17,12 +17,14 @@ from golf.data.prepare import default_cache_dir, ensure_builtin
 from golf.eval.artifact_eval import load_artifact_model, score
 from golf.eval.evaluate import autocast_for
 from golf.eval.ttt import score_ttt
+from golf.model import GPT
+from golf.optim.swa import SWA
 from golf.quant.artifact import write_artifact
 from golf.quant.codesize import check_budget, code_bytes
 from golf.quant.hessian import collect_hessians_over_ranks
 from golf.quant.mixed import generate_calibration, quantize_to_budget
 from golf.quant.qat import set_qat
-from golf.train import dist, report
+from golf.train import checkpoint, dist, report
 from golf.train.dist import DistInfo
 from golf.train.trainer import Trainer, grad_accum_steps
 
@@ -129,10 +131,6 @@ def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch
 def trained_model(checkpoint_path: Path, cfg: GolfConfig, device: torch.device):
     """The GPT of a golf checkpoint with the weights its run evaluates (as `final_weights`: the SWA average
     when it collected any, else the EMA when kept), looping on for recurrence models as at the end of training."""
-    from golf.model import GPT
-    from golf.optim.swa import SWA
-    from golf.train import checkpoint
-
     state, _ = checkpoint.load(Path(checkpoint_path), with_optim=False)
     model = GPT(cfg.model)
     weights = state["ema"] if state.get("ema") is not None else state["model"]
