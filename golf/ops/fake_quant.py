@@ -67,16 +67,12 @@ def fake_quant_ref(
 # torch.library op around the kernel. Its input is 2-D or 3-D with unit last stride (the dispatcher sees to it).
 
 
-def _launch(w: torch.Tensor, bits: int, clip: str, k: float) -> tuple[torch.Tensor, torch.Tensor]:
-    q = scheme.qmax(bits)
-    floor = max(1.0 / q, scheme.MIN_SCALE) if clip == "absmax_floor" else scheme.MIN_SCALE
-    return _kernels.fake_quant_fwd(w, q, clip, k, floor)
-
-
 @torch.library.custom_op("golf::fake_quant", mutates_args=())
 def _fake_quant_op(w: torch.Tensor, bits: int, clip: str, k: float, ste: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (out like w, scales fp16 [..., rows]); scales are returned so backward can rebuild the clip mask."""
-    return _launch(w, bits, clip, k)
+    q = scheme.qmax(bits)
+    floor = max(1.0 / q, scheme.MIN_SCALE) if clip == "absmax_floor" else scheme.MIN_SCALE
+    return _kernels.fake_quant_fwd(w, q, clip, k, floor)
 
 
 @_fake_quant_op.register_fake
@@ -156,10 +152,5 @@ def fake_quant(
         return fake_quant_ref(w, bits=bits, clip=clip, k=k, ste=ste)
     if w.stride(-1) != 1 or (w.dim() == 3 and not w.is_contiguous()):
         w = w.contiguous()
-    k = float(k) if k is not None else 0.0
-    if not (torch.is_grad_enabled() and w.requires_grad) and not torch.compiler.is_compiling():
-        # Nothing to differentiate and no graph to trace: launch directly. The custom op's dispatch costs tens
-        # of microseconds, more than the kernel itself takes on a core11 matrix.
-        return _launch(w, int(bits), clip, k)[0]
-    out, _ = torch.ops.golf.fake_quant(w, int(bits), clip, k, ste)
+    out, _ = torch.ops.golf.fake_quant(w, int(bits), clip, float(k) if k is not None else 0.0, ste)
     return out
