@@ -131,10 +131,10 @@ def _matrix_entry(
     if clip == "percentile_search":
         # One quantization per candidate row quantile; keep the least squared error in weight space (not
         # Hessian-weighted), as the records do (§4.5, §4.7).
-        best = None
+        best, target = None, t.detach().float().cpu()
         for p in scheme.PERCENTILES:
             entry = _codes_entry(name, t, hessian, cfg, device, impl, bits, "percentile", p)
-            err = float((entry.dequantize() - t.detach().float().cpu()).square().sum())
+            err = float((entry.dequantize() - target).square().sum())
             if best is None or err < best[0]:
                 best = (err, entry)
         return best[1]

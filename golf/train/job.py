@@ -106,7 +106,6 @@ def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch
     t0 = time.perf_counter()
     if hessians is None:
         hessians = calibrate(model, cfg, dataset, DistInfo(0, 1, 0, device), log)
-    set_qat(model, False, cfg.quant)
     t1 = time.perf_counter()
     code = code_bytes(entry_modules=eval_entry_modules(cfg))
     meta = {"config": cfg.to_dict(), "data_dir": str(dataset.dir)}

@@ -133,6 +133,17 @@ def test_dispatch_reference_on_cpu_without_interpreter(monkeypatch):
     assert golf.ops.implementations()["fake_quant"] == "reference (cpu)"
 
 
+@interpreted
+def test_percentile_rule_runs_the_reference():
+    """The records' row-quantile clip has no kernel: the op says so once and returns the reference."""
+    _dispatch.reset()
+    w = _weights((4, 40))
+    with pytest.warns(RuntimeWarning, match="percentile"):
+        out = fake_quant(w, clip="percentile", k=0.99)
+    assert torch.equal(out, scheme.fake_quant_ref(w, clip="percentile", k=0.99))
+    assert golf.ops.implementations()["fake_quant"].startswith("reference")
+
+
 def test_dispatch_kernels_disabled():
     _dispatch.reset()
     _dispatch.set_kernels_enabled(False)

@@ -44,6 +44,18 @@ def make_inputs(lead, D, F, dtype, device="cpu", seed=0):
 
     return rand(*lead, D), rand(F, D, scale=D**-0.5), rand(D, F, scale=F**-0.5), rand(*lead, D)
 
+class MLP(torch.nn.Module):
+    """The op inside a module with its own weights, as torch.compile sees it in the model."""
+
+    def __init__(self, w_up, w_down):
+        super().__init__()
+        self.w_up = torch.nn.Parameter(w_up.clone())
+        self.w_down = torch.nn.Parameter(w_down.clone())
+
+    def forward(self, x):
+        return golf.ops.leaky_relu2_mlp(x, self.w_up, self.w_down, 0.5)
+
+
 
 def run_with_grads(fn, x, w_up, w_down, dy, slope, dtype=None):
     """fn's output and the gradients of x, w_up, w_down for the upstream gradient dy (all cast to dtype)."""
@@ -185,19 +197,10 @@ def test_autocast_bf16_with_fp32_weights():
 def test_compile_fullgraph_cpu():
     x, w_up, w_down, dy = make_inputs((3, 11), 24, 40, torch.float32)
 
-    class MLP(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w_up = torch.nn.Parameter(w_up.clone())
-            self.w_down = torch.nn.Parameter(w_down.clone())
-
-        def forward(self, x):
-            return golf.ops.leaky_relu2_mlp(x, self.w_up, self.w_down, 0.5)
-
     results = []
     for compiled in (False, True):
         torch.compiler.reset()
-        m = MLP()
+        m = MLP(w_up, w_down)
         f = torch.compile(m, fullgraph=True, backend="aot_eager") if compiled else m
         xx = x.clone().requires_grad_()
         y = f(xx)
@@ -334,19 +337,10 @@ def test_cuda_saves_only_h_for_backward():
 def test_cuda_compile_fullgraph_autocast_fp32_weights():
     x, w_up, w_down, dy = make_inputs((4, 1024), 512, 1536, torch.float32, device="cuda")
 
-    class MLP(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w_up = torch.nn.Parameter(w_up.clone())
-            self.w_down = torch.nn.Parameter(w_down.clone())
-
-        def forward(self, x):
-            return golf.ops.leaky_relu2_mlp(x, self.w_up, self.w_down, 0.5)
-
     results = []
     for compiled in (False, True):
         torch.compiler.reset()
-        m = MLP()
+        m = MLP(w_up, w_down)
         f = torch.compile(m, fullgraph=True) if compiled else m
         xx = x.clone().requires_grad_()
         with torch.autocast("cuda", dtype=torch.bfloat16):
