@@ -1,9 +1,13 @@
 """Bookkeeping shared by every golf.ops dispatcher: the kernels switch, which implementation each op
 used, and fallback warnings that are issued once per op.
 
-Dispatchers run inside torch.compile(fullgraph=True) graphs, where `warnings.warn` would break the graph:
-there a fallback reason is queued and `flush_warnings()` (called by the trainer after a step) issues it.
-Mutating the module-level dicts is fine under dynamo: the side effect is replayed on every call.
+Dispatchers run inside torch.compile(fullgraph=True) graphs, where dynamo replays their bookkeeping after
+the graph. It is kept in attributes of one record per op, not in dict entries: dynamo guards a dict it
+writes on the dict's contents, so a graph compiled before another graph recorded a new op failed its guard
+and recompiled (seen on the H200: with late QAT, the first timed step after compile priming spent 7-10 s
+recompiling the QAT-off graph). An attribute write is replayed without a guard on the old value.
+`warnings.warn` would break the graph: there a fallback's message waits until `flush_warnings()` (called by
+the trainer after each step).
 """
 
 from __future__ import annotations
@@ -13,9 +17,19 @@ import warnings
 import torch
 
 _STATE = {"kernels": True}
-_USED: dict[str, str] = {}
-_WARNED: set[str] = set()
-_PENDING: list[str] = []
+OPS = ("attention", "fake_quant", "gptq_block_update", "leaky_relu2_mlp", "leaky_relu2_mlp_hidden", "newton_schulz")
+
+
+class _OpRecord:
+    """What one op last ran with, and its fallback warning (issued once)."""
+
+    def __init__(self) -> None:
+        self.impl: str | None = None
+        self.warned = False
+        self.pending: str | None = None
+
+
+_RECORDS = {op: _OpRecord() for op in OPS}
 
 
 def set_kernels_enabled(enabled: bool) -> None:
@@ -28,34 +42,36 @@ def kernels_enabled() -> bool:
 
 
 def note_impl(op: str, impl: str) -> None:
-    """Record that `op` ran with implementation `impl` (e.g. "triton", "reference", "cuda")."""
-    _USED[op] = impl
+    """Record that `op` (one of OPS) ran with implementation `impl` (e.g. "triton", "reference", "cuda")."""
+    _RECORDS[op].impl = impl
 
 
 def fallback(op: str, reason: str) -> None:
     """Record a fallback to the reference and warn once per op."""
-    _USED[op] = f"reference ({reason})"
-    if op in _WARNED:
+    record = _RECORDS[op]
+    record.impl = f"reference ({reason})"
+    if record.warned:
         return
-    _WARNED.add(op)
+    record.warned = True
     msg = f"golf.ops.{op}: falling back to the pure-torch reference: {reason}"
     if torch.compiler.is_compiling():
-        _PENDING.append(msg)
+        record.pending = msg
     else:
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
 def flush_warnings() -> None:
-    while _PENDING:
-        warnings.warn(_PENDING.pop(0), RuntimeWarning, stacklevel=2)
+    for record in _RECORDS.values():
+        if record.pending is not None:
+            msg, record.pending = record.pending, None
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
 
 def implementations() -> dict[str, str]:
     """Which implementation each op used since the last reset, e.g. {'leaky_relu2_mlp': 'triton'}."""
-    return dict(sorted(_USED.items()))
+    return {op: r.impl for op, r in _RECORDS.items() if r.impl is not None}
 
 
 def reset() -> None:
-    _USED.clear()
-    _WARNED.clear()
-    _PENDING.clear()
+    for record in _RECORDS.values():
+        record.impl, record.warned, record.pending = None, False, None
