@@ -71,11 +71,11 @@ losses)
           --optim.muon_row_normalize=true --quant.calib_batches=1 --quant.allow_over_budget=true
           --quant.compressor=zstd --eval.max_tokens=131072 --eval.stride=0)
   if [[ " ${LOSS_PARTS:-pair sharded} " == *" pair "* ]]; then
-    launch "$OUT/losses_kernels.log" timeout 400 golf train "${common[@]}" --out runs/losses_kernels
-    launch "$OUT/losses_reference.log" timeout 400 golf train "${common[@]}" --train.kernels=false --out runs/losses_reference
+    launch "$OUT/losses_kernels.log" timeout 480 golf train "${common[@]}" --out runs/losses_kernels
+    launch "$OUT/losses_reference.log" timeout 480 golf train "${common[@]}" --train.kernels=false --out runs/losses_reference
     # the noise pair: the reference again with 16 micro-batches per step instead of 8 (the same gradients
     # summed in another order), so the kernels' difference is judged against rounding alone
-    launch "$OUT/losses_reference_split.log" timeout 400 golf train "${common[@]}" --train.kernels=false \
+    launch "$OUT/losses_reference_split.log" timeout 480 golf train "${common[@]}" --train.kernels=false \
       --train.max_micro_batch_tokens=49152 --out runs/losses_reference_split
     wait
     summary "$OUT/losses_kernels.log"; summary "$OUT/losses_reference.log"
@@ -112,12 +112,13 @@ presets)
   # weights far less compressible than the records' thousands, so that export may exceed 16,000,000 bytes
   # (kept and measured: allow_over_budget); then the same checkpoint is re-quantized with SDClip (quant.clip,
   # whose k * std row scale keeps the codes narrow whatever the training) under the budget and scored.
-  # One preset per GPU takes up to ~9 min (recurrence presets prime two graphs: ~190 s).
+  # One preset per GPU takes up to ~11 min (recurrence presets prime two graphs: 120-190 s; in the 2026-11-28
+  # run the train job of pr1285 / pr1331 passed 420 s before its artifact's eval): run it detached (scripts/gpu_bg.sh).
   common=("${SHORT[@]}" --train.iterations=${PRESET_STEPS:-32} --optim.warmdown_iters=0 --optim.warmdown_frac=0.5
           --quant.calib_batches=8 --quant.allow_over_budget=true)
   preset_job() {
     local p=$1 run=runs/preset_$1
-    timeout 420 golf train --preset "$p" "${common[@]}" --out "$run" || return
+    timeout 540 golf train --preset "$p" "${common[@]}" --out "$run" || return
     python -c "import json,sys; a=json.load(open('$run/run.json'))['artifact']; sys.exit(a['total_bytes'] > a['budget_bytes'])" \
       && return
     echo "== over budget: re-quantizing $run/checkpoint.pt with SDClip"

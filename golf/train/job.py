@@ -122,7 +122,8 @@ def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch
              "calibration_seconds": t1 - t0, "quantize_seconds": t2 - t1, "pack_seconds": time.perf_counter() - t2,
              "bits_plan": plan.bits_plan, "pruned": plan.pruned}
     log(f"artifact: {path} model {art.model_bytes:,} + code {code.bytes:,} = {sizes['total_bytes']:,} bytes "
-        f"(budget {cfg.quant.budget_bytes:,})")
+        f"(budget {cfg.quant.budget_bytes:,}); quantize {sizes['quantize_seconds']:.1f}s, "
+        f"{cfg.quant.compressor} pack {sizes['pack_seconds']:.1f}s")
     check_budget(art.model_bytes, code.bytes, cfg.quant.budget_bytes, allow_over=cfg.quant.allow_over_budget)
     return sizes
 
