@@ -67,6 +67,46 @@ def flush_warnings() -> None:
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
 
+@torch.compiler.assume_constant_result
+def _cuda_capability_major(index: int) -> int:
+    # Folded to a constant under torch.compile, so the check costs nothing per call and breaks no graph.
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def kernel_can_run(op: str, device: torch.device, kernels, import_error: str, *, cpu_kernels: bool,
+                   min_capability: int = 0, capability_reason: str = "") -> bool:
+    """The checks every Triton-backed op makes first, in order: kernels switched off; the CPU (the reference
+    by design, unless `cpu_kernels`: the kernel tests run them there under the interpreter); triton missing
+    (`kernels` is None, `import_error` says why); CUDA under the interpreter; another device; a GPU below
+    compute capability `min_capability`. At the first that fails the reference is recorded (with one
+    warning for a real fallback) and False returned; True: the op makes its own checks, then `kernel_runs`."""
+    if not kernels_enabled():
+        note_impl(op, "reference (kernels disabled)")
+        return False
+    if device.type == "cpu" and not cpu_kernels:
+        note_impl(op, "reference (cpu)")
+        return False
+    if kernels is None:
+        fallback(op, import_error)
+        return False
+    if device.type == "cuda" and kernels.INTERPRETED:
+        fallback(op, "TRITON_INTERPRET=1 runs kernels on the CPU only; unset it to use the GPU kernels")
+        return False
+    if device.type not in ("cpu", "cuda"):
+        fallback(op, f"no kernel for device {device.type}")
+        return False
+    if device.type == "cuda" and _cuda_capability_major(device.index or 0) < min_capability:
+        fallback(op, capability_reason)
+        return False
+    return True
+
+
+def kernel_runs(op: str, kernels) -> bool:
+    """Record that `op` runs its Triton kernel (through the interpreter on the CPU); returns True."""
+    note_impl(op, "triton (interpreter)" if kernels.INTERPRETED else "triton")
+    return True
+
+
 def implementations() -> dict[str, str]:
     """Which implementation each op used since the last reset, e.g. {'leaky_relu2_mlp': 'triton'}."""
     return {op: r.impl for op, r in _RECORDS.items() if r.impl is not None}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from golf.ops._dispatch import fallback, kernels_enabled, note_impl
+from golf.ops._dispatch import fallback, kernel_can_run, kernel_runs
 from golf.quant import scheme
 
 try:
@@ -108,21 +108,8 @@ _fake_quant_op.register_autograd(_backward, setup_context=_setup_context)
 
 def _use_kernel(w: torch.Tensor, clip: str) -> bool:
     """Whether the Triton kernel runs; records the implementation either way (and warns on a real fallback)."""
-    if not kernels_enabled():
-        note_impl(OP, "reference (kernels disabled)")
-        return False
-    if w.device.type == "cpu" and (_kernels is None or not _kernels.INTERPRETED):
-        # The CPU path is the reference by design: only tests run kernels on the CPU, through the interpreter.
-        note_impl(OP, "reference (cpu)")
-        return False
-    if _kernels is None:
-        fallback(OP, _KERNEL_IMPORT_ERROR)
-        return False
-    if w.device.type == "cuda" and _kernels.INTERPRETED:
-        fallback(OP, "TRITON_INTERPRET=1 runs kernels on the CPU only; unset it to use the GPU kernel")
-        return False
-    if w.device.type not in ("cpu", "cuda"):
-        fallback(OP, f"no kernel for device {w.device.type}")
+    if not kernel_can_run(OP, w.device, _kernels, _KERNEL_IMPORT_ERROR,
+                          cpu_kernels=_kernels is not None and _kernels.INTERPRETED):
         return False
     if clip not in _kernels.CLIP_CODES:
         fallback(OP, f"clip rule {clip!r} has no kernel (rules: {tuple(_kernels.CLIP_CODES)})")
@@ -133,8 +120,7 @@ def _use_kernel(w: torch.Tensor, clip: str) -> bool:
     if w.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         fallback(OP, f"dtype {w.dtype} is not fp32, bf16 or fp16")
         return False
-    note_impl(OP, "triton (interpreter)" if _kernels.INTERPRETED else "triton")
-    return True
+    return kernel_runs(OP, _kernels)
 
 
 def fake_quant(

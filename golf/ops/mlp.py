@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from golf.ops._dispatch import fallback, kernels_enabled, note_impl
+from golf.ops._dispatch import fallback, kernel_can_run, kernel_runs, note_impl
 
 try:
     from golf.kernels import mlp as _kernels
@@ -126,12 +126,6 @@ def _(x, w_up, slope):
 # Dispatch.
 
 
-@torch.compiler.assume_constant_result
-def _cuda_capability_major(index: int) -> int:
-    # Folded to a constant under torch.compile, so the check costs nothing per call and breaks no graph.
-    return torch.cuda.get_device_capability(index)[0]
-
-
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the MLP computes in: autocast's where it is on for x's device, else x's own."""
     if torch.is_autocast_enabled(x.device.type):
@@ -154,24 +148,9 @@ def _check_shapes(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor | No
 
 def _use_kernel(op: str, x: torch.Tensor, dtype: torch.dtype, dims: tuple[int, ...]) -> bool:
     """Whether the Triton kernel runs; records the implementation either way (and warns on a real fallback)."""
-    if not kernels_enabled():
-        note_impl(op, "reference (kernels disabled)")
-        return False
-    if x.device.type == "cpu" and (_kernels is None or not _kernels.INTERPRETED):
-        # The CPU path is the reference by design: only tests run kernels on the CPU, through the interpreter.
-        note_impl(op, "reference (cpu)")
-        return False
-    if _kernels is None:
-        fallback(op, _KERNEL_IMPORT_ERROR)
-        return False
-    if x.device.type == "cuda" and _kernels.INTERPRETED:
-        fallback(op, "TRITON_INTERPRET=1 runs kernels on the CPU only; unset it to use the GPU kernels")
-        return False
-    if x.device.type not in ("cpu", "cuda"):
-        fallback(op, f"no kernel for device {x.device.type}")
-        return False
-    if x.device.type == "cuda" and _cuda_capability_major(x.device.index if x.device.index is not None else 0) < 9:
-        fallback(op, "the kernels use TMA and need compute capability 9.0+ (H100/H200)")
+    if not kernel_can_run(op, x.device, _kernels, _KERNEL_IMPORT_ERROR,
+                          cpu_kernels=_kernels is not None and _kernels.INTERPRETED, min_capability=9,
+                          capability_reason="the kernels use TMA and need compute capability 9.0+ (H100/H200)"):
         return False
     allowed = (torch.bfloat16, torch.float32) if x.device.type == "cpu" else (torch.bfloat16,)
     if dtype not in allowed:
@@ -180,8 +159,7 @@ def _use_kernel(op: str, x: torch.Tensor, dtype: torch.dtype, dims: tuple[int, .
     if any(d % 8 for d in dims):
         fallback(op, f"dims {dims} must be multiples of 8 (16-byte TMA rows); pad the model/hidden sizes")
         return False
-    note_impl(op, "triton (interpreter)" if _kernels.INTERPRETED else "triton")
-    return True
+    return kernel_runs(op, _kernels)
 
 
 def leaky_relu2_mlp(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, slope: float = 0.5) -> torch.Tensor:

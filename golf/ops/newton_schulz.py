@@ -25,7 +25,7 @@ import contextlib
 
 import torch
 
-from golf.ops._dispatch import fallback, kernels_enabled, note_impl
+from golf.ops._dispatch import fallback, kernel_can_run, kernel_runs
 
 try:
     from golf.kernels import newton_schulz as _kernels
@@ -108,32 +108,12 @@ def interpreter_kernels():
         _SETTINGS["interpreter"] = prev
 
 
-@torch.compiler.assume_constant_result
-def _cuda_capability_major(index: int) -> int:
-    return torch.cuda.get_device_capability(index)[0]
-
-
 def _use_kernel(G: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether the Triton kernels run; records the implementation either way (and warns on a real fallback)."""
     op = "newton_schulz"
-    if not kernels_enabled():
-        note_impl(op, "reference (kernels disabled)")
-        return False
-    if G.device.type == "cpu" and not (_kernels is not None and _kernels.INTERPRETED and _SETTINGS["interpreter"]):
-        # The CPU path is the reference by design; only the kernel tests run the kernels on the CPU.
-        note_impl(op, "reference (cpu)")
-        return False
-    if _kernels is None:
-        fallback(op, _KERNEL_IMPORT_ERROR)
-        return False
-    if G.device.type == "cuda" and _kernels.INTERPRETED:
-        fallback(op, "TRITON_INTERPRET=1 runs kernels on the CPU only; unset it to use the GPU kernels")
-        return False
-    if G.device.type not in ("cpu", "cuda"):
-        fallback(op, f"no kernel for device {G.device.type}")
-        return False
-    if G.device.type == "cuda" and _cuda_capability_major(G.device.index if G.device.index is not None else 0) < 8:
-        fallback(op, "the kernels need bf16 tensor cores (compute capability 8.0+)")
+    cpu_kernels = _kernels is not None and _kernels.INTERPRETED and _SETTINGS["interpreter"]
+    if not kernel_can_run(op, G.device, _kernels, _KERNEL_IMPORT_ERROR, cpu_kernels=cpu_kernels, min_capability=8,
+                          capability_reason="the kernels need bf16 tensor cores (compute capability 8.0+)"):
         return False
     if torch.compiler.is_compiling():
         fallback(op, "called inside torch.compile; the kernels launch eagerly, call newton_schulz outside the graph")
@@ -142,8 +122,7 @@ def _use_kernel(G: torch.Tensor, dtype: torch.dtype) -> bool:
     if dtype not in allowed:
         fallback(op, f"dtype {dtype} is not one of {allowed}")
         return False
-    note_impl(op, "triton (interpreter)" if _kernels.INTERPRETED else "triton")
-    return True
+    return kernel_runs(op, _kernels)
 
 
 def newton_schulz(
