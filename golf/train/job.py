@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +21,7 @@ from golf.eval.ttt import score_ttt
 from golf.model import GPT
 from golf.optim.swa import SWA
 from golf.quant.artifact import write_artifact
-from golf.quant.codesize import check_budget, code_bytes
+from golf.quant.codesize import CodeSize, check_budget, code_bytes
 from golf.quant.hessian import collect_hessians_over_ranks
 from golf.quant.mixed import generate_calibration, quantize_to_budget
 from golf.quant.qat import set_qat
@@ -99,15 +100,17 @@ def calibrate(model, cfg: GolfConfig, dataset: Dataset, info: DistInfo, log) -> 
 
 
 def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch.device, path: Path, log,
-                         hessians: dict[str, torch.Tensor] | None = None) -> dict:
+                         hessians: dict[str, torch.Tensor] | None = None,
+                         code: Future[CodeSize] | None = None) -> dict:
     """GPTQ (or round-to-nearest) the model's weights, fit the byte budget (mixed bits / pruning when
     configured), write the compressed artifact and check the budget. `hessians`: from `calibrate` (run on
-    every rank first under torchrun); None calibrates here, in this process."""
+    every rank first under torchrun); None calibrates here, in this process. `code`: the code size from
+    `measure_code_bytes`, started earlier; None measures it here."""
     times = [time.perf_counter()]
     if hessians is None:
         hessians = calibrate(model, cfg, dataset, DistInfo(0, 1, 0, device), log)
     times.append(time.perf_counter())
-    code = code_bytes(entry_modules=eval_entry_modules(cfg))  # seconds: it imports golf in a fresh interpreter
+    code = (code or measure_code_bytes(cfg)).result()  # the time spent waiting for it, if any
     times.append(time.perf_counter())
     meta = {"config": cfg.to_dict(), "data_dir": str(dataset.dir)}
     state = {k: v.detach() for k, v in model.state_dict().items()}
@@ -122,13 +125,22 @@ def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch
     calibration_s, code_size_s, quantize_s, pack_s = (t1 - t0 for t0, t1 in zip(times, times[1:]))
     sizes = {"model_bytes": art.model_bytes, "code_bytes": code.bytes, "total_bytes": art.model_bytes + code.bytes,
              "budget_bytes": cfg.quant.budget_bytes, "compressor": cfg.quant.compressor,
-             "calibration_seconds": calibration_s, "code_size_seconds": code_size_s, "quantize_seconds": quantize_s,
-             "pack_seconds": pack_s, "bits_plan": plan.bits_plan, "pruned": plan.pruned}
+             "calibration_seconds": calibration_s, "code_size_wait_seconds": code_size_s,
+             "quantize_seconds": quantize_s, "pack_seconds": pack_s, "bits_plan": plan.bits_plan, "pruned": plan.pruned}
     log(f"artifact: {path} model {art.model_bytes:,} + code {code.bytes:,} = {sizes['total_bytes']:,} bytes "
-        f"(budget {cfg.quant.budget_bytes:,}); code size {code_size_s:.1f}s, quantize {quantize_s:.1f}s, "
+        f"(budget {cfg.quant.budget_bytes:,}); quantize {quantize_s:.1f}s, "
         f"{cfg.quant.compressor} pack {pack_s:.1f}s")
     check_budget(art.model_bytes, code.bytes, cfg.quant.budget_bytes, allow_over=cfg.quant.allow_over_budget)
     return sizes
+
+
+def measure_code_bytes(cfg: GolfConfig) -> Future[CodeSize]:
+    """The code bytes of this run's artifact, measured in a background thread: `code_bytes` imports golf in a
+    fresh interpreter (5-7 s), which the main job overlaps with training."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(code_bytes, eval_entry_modules(cfg))
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return future
 
 
 def trained_model(checkpoint_path: Path, cfg: GolfConfig, device: torch.device):
@@ -192,6 +204,7 @@ def _run(cfg: GolfConfig, info: DistInfo, out: Path, log, resume: str) -> dict:
         f"grad_accum {trainer.accum}, compile {trainer.compiled}")
     log(f"optimizer groups: {trainer.opt.summary()}")
     log(f"features: {', '.join(trainer.model.features()) or 'none'}")
+    code = measure_code_bytes(cfg) if info.is_main else None  # runs while the model trains
     result = trainer.run(resume)
     summary: dict = {"config": cfg.to_dict(), "environment": env, "run_dir": str(out), "world_size": info.world_size,
                      "grad_accum": trainer.accum, "params": trainer.model.num_params(),
@@ -217,7 +230,7 @@ def _run(cfg: GolfConfig, info: DistInfo, out: Path, log, resume: str) -> dict:
     if info.is_main:  # one rank packs; the others must learn if it failed (e.g. over budget) instead of hanging
         try:
             summary["artifact"] = quantize_to_artifact(trainer.model, cfg, dataset, info.device, artifact, log,
-                                                       hessians=hessians)
+                                                       hessians=hessians, code=code)
             summary["artifact"]["calibration_seconds"] = t_calib
         except ValueError as e:
             error = str(e)
