@@ -110,7 +110,7 @@ def quantize_to_artifact(model, cfg: GolfConfig, dataset: Dataset, device: torch
     if hessians is None:
         hessians = calibrate(model, cfg, dataset, DistInfo(0, 1, 0, device), log)
     times.append(time.perf_counter())
-    code = (code or measure_code_bytes(cfg)).result()  # the time spent waiting for it, if any
+    code = code.result() if code is not None else code_bytes(entry_modules=eval_entry_modules(cfg))
     times.append(time.perf_counter())
     meta = {"config": cfg.to_dict(), "data_dir": str(dataset.dir)}
     state = {k: v.detach() for k, v in model.state_dict().items()}
