@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fake_quant.py              # fp32 banks, absmax and sdclip; rows -> results.csv
     python benchmarks/bench_fake_quant.py --dtype bf16
+    python benchmarks/bench_fake_quant.py --sweep      # first the kernel's launch settings per bank (device time)
 
 Bytes moved per call: the weight read once and written once, plus the fp16 scales (2 B per row); the target is
 >= 3,400 GB/s in fp32 (80 % of the H200's measured 4,219 GB/s copy ceiling). Two timings per provider: per
@@ -84,13 +85,49 @@ def run(dtype_name: str, commit: str) -> None:
     append_csv(csv_rows, commit=commit)
 
 
+SWEEP = [dict(elems=e, num_warps=nw, one_pass=op) for e in (2048, 4096, 8192, 16384) for nw in (4, 8, 16)
+         for op in (False, True)]
+
+
+def run_sweep(dtype_name: str) -> None:
+    """Device time of the kernel alone for every launch setting in SWEEP at each bank and clip rule, with the
+    share of elements that differ from the reference (a setting that changes a code is not a speed-up)."""
+    from golf.kernels import fake_quant as kernels
+
+    dtype = DTYPES[dtype_name]
+    rows = []
+    for shape in SHAPES:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        w = (torch.randn(*shape, device="cuda", generator=g) * 0.02).to(dtype)
+        nbytes = _moved_bytes(w)
+        for clip, k in SCHEMES:
+            ref = scheme.fake_quant_ref(w, bits=6, clip=clip, k=k)
+            floor = scheme.MIN_SCALE
+            best = None
+            for cfg in SWEEP:
+                if cfg["one_pass"] and clip != "sdclip":
+                    continue
+                fn = lambda: kernels.fake_quant_fwd(w, 31, clip, k or 0.0, floor, config=cfg)  # noqa: E731,B023
+                mismatch = (fn()[0] != ref).float().mean().item()
+                d = bench_device(fn)
+                rate = gbps(nbytes, d.median_ms)
+                rows.append(["x".join(map(str, shape)), clip, str(cfg), str(d), f"{rate:,.0f}", f"{mismatch:.1e}"])
+                if mismatch == 0 and (best is None or rate > best[0]):
+                    best = (rate, cfg)
+            print(f"{'x'.join(map(str, shape))} {clip}: fastest exact setting {best}")
+    print(format_table(["bank", "clip", "config", "device [p20, p80]", "GB/s", "mismatch"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--commit", default=None, help="commit label for results.csv (default: git rev-parse)")
+    parser.add_argument("--sweep", action="store_true", help="time the kernel's launch settings first")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_fake_quant.py needs a CUDA GPU")
+    if args.sweep:
+        run_sweep(args.dtype)
     run(args.dtype, args.commit or git_commit())
 
 

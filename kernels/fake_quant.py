@@ -31,7 +31,10 @@ except ImportError:  # pragma: no cover - very old triton
 
 CLIP_CODES = {"absmax": 0, "absmax_floor": 1, "sdclip": 2}
 MAX_COLS = 16384  # one row lives in registers; longer rows use the reference (no golf weight has them)
-_ELEMS_PER_PROGRAM = 4096  # rows per program = this / padded cols: 16 KB of fp32 in flight per program
+# Launch settings; `fake_quant_fwd(..., config=)` overrides them (benchmarks/bench_fake_quant.py --sweep).
+# elems: rows per program = elems / padded cols (4096: 16 KB of fp32 in flight per program); num_warps for
+# programs of >= 4096 elements; one_pass: SDClip's two row sums in one pass (E[w^2] - mean^2).
+DEFAULT_CONFIG = {"elems": 4096, "num_warps": 8, "one_pass": False}
 _ROUND_MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: x + M - M rounds |x| <= 2^22 to an integer, half to even
 
 
@@ -40,6 +43,7 @@ def _fake_quant_kernel(
     w_ptr, out_ptr, scale_ptr, n_rows, n_cols, stride_w, stride_out,
     n_cols_f, qmax, k, floor,
     CLIP: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    ONE_PASS: tl.constexpr,
 ):
     # n_cols_f is n_cols as fp32, passed separately: triton turns an int argument equal to 1 into a constexpr.
     pid = tl.program_id(0)
@@ -50,9 +54,15 @@ def _fake_quant_kernel(
     rows64 = rows.to(tl.int64)
     w = tl.load(w_ptr + rows64[:, None] * stride_w + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if CLIP == 2:
-        mean = tl.math.div_rn(tl.sum(w, axis=1), n_cols_f)  # [BLOCK_R]
-        dev = tl.where(mask, w - mean[:, None], 0.0)
-        var = tl.math.div_rn(tl.sum(dev * dev, axis=1), n_cols_f)
+        if ONE_PASS:  # both sums at once (independent reductions); var = E[w^2] - mean^2, clamped at 0
+            total = tl.sum(w, axis=1)
+            total_sq = tl.sum(w * w, axis=1)
+            mean = tl.math.div_rn(total, n_cols_f)
+            var = tl.maximum(tl.math.div_rn(total_sq, n_cols_f) - mean * mean, 0.0)
+        else:
+            mean = tl.math.div_rn(tl.sum(w, axis=1), n_cols_f)  # [BLOCK_R]
+            dev = tl.where(mask, w - mean[:, None], 0.0)
+            var = tl.math.div_rn(tl.sum(dev * dev, axis=1), n_cols_f)
         c = k * tl.sqrt_rn(var)
     else:
         c = tl.max(tl.abs(w), axis=1)
@@ -76,7 +86,8 @@ def _fake_quant_kernel(
 INTERPRETED = bool(_InterpretedFunction) and isinstance(_fake_quant_kernel, _InterpretedFunction)
 
 
-def fake_quant_fwd(w: torch.Tensor, qmax: int, clip: str, k: float, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+def fake_quant_fwd(w: torch.Tensor, qmax: int, clip: str, k: float, floor: float,
+                   config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch on w [..., R, C] (2-D or 3-D, C <= MAX_COLS, unit last stride) -> (out like w, scales fp16 [..., R]).
 
     floor is the scale's lower bound before fp16 rounding (scheme.MIN_SCALE, or 1/q for absmax_floor);
@@ -89,14 +100,15 @@ def fake_quant_fwd(w: torch.Tensor, qmax: int, clip: str, k: float, floor: float
     out = torch.empty(w2.shape, dtype=w.dtype, device=w.device)
     scales = torch.empty(w2.shape[0], dtype=torch.float16, device=w.device)
     n_rows = w2.shape[0]
+    cfg = {**DEFAULT_CONFIG, **(config or {})}
     block_c = triton.next_power_of_2(cols)
-    block_r = max(1, min(_ELEMS_PER_PROGRAM // block_c, triton.next_power_of_2(max(n_rows, 1))))
+    block_r = max(1, min(cfg["elems"] // block_c, triton.next_power_of_2(max(n_rows, 1))))
     grid = (triton.cdiv(n_rows, block_r),)
     if n_rows:
         _fake_quant_kernel[grid](
             w2, out, scales, n_rows, cols, w2.stride(0), out.stride(0),
             float(cols), float(qmax), float(k), float(floor),
             CLIP=CLIP_CODES[clip], ROUND_BF16=w.dtype == torch.bfloat16, BLOCK_R=block_r, BLOCK_C=block_c,
-            num_warps=8 if block_r * block_c >= 4096 else 4,
+            ONE_PASS=cfg["one_pass"], num_warps=cfg["num_warps"] if block_r * block_c >= 4096 else 4,
         )
     return out.reshape(w.shape), scales.reshape(w.shape[:-1])

@@ -319,3 +319,29 @@ def test_gptq_on_cuda_matches_cpu(rows, cols):
     print(f"{rows}x{cols}: codes differing CUDA vs CPU (matmul rounding, then cascades): {frac:.5f}")
     assert frac < 0.02
     assert_beats_rtn(w, x, c_gpu.cpu(), s_cpu, 6, margin=0.7)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_xtx_on_cuda_is_as_accurate_as_the_fp32_product(dtype):
+    from golf.quant.gptq import fp32_matmuls
+    from golf.quant.hessian import xtx_fp32
+
+    x = torch.randn(98_304, 512, device="cuda").to(dtype)  # a core11 micro-batch of activations
+    fast = xtx_fp32(x)
+    exact = x.double().T @ x.double()
+    with fp32_matmuls():
+        x32 = x.float()
+        slow = x32.T @ x32
+    assert fast.dtype == torch.float32
+    # both are fp32 sums of the same exact products: their errors against fp64 are of the same size
+    err_fast = (fast.double() - exact).abs().max().item()
+    err_slow = (slow.double() - exact).abs().max().item()
+    assert err_fast <= 2 * err_slow
+
+
+def test_xtx_on_the_cpu_is_the_fp32_product():
+    from golf.quant.hessian import xtx_fp32
+
+    x = torch.randn(300, 24).bfloat16()
+    assert torch.equal(xtx_fp32(x), x.float().T @ x.float())
