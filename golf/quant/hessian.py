@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from golf.quant.gptq import fp32_matmuls
 
 
+_MM_OUT_DTYPE = {"ok": True}
+
+
 def xtx_fp32(x: Tensor) -> Tensor:
     """X^T X in fp32 for X [N, cols]: as if X were upcast to fp32 first.
 
@@ -29,8 +32,11 @@ def xtx_fp32(x: Tensor) -> Tensor:
     trainer's TF32 setting would round its inputs.
     """
     with torch.autocast(x.device.type, enabled=False):
-        if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16):
-            return torch.mm(x.T, x, out_dtype=torch.float32)
+        if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and _MM_OUT_DTYPE["ok"]:
+            try:
+                return torch.mm(x.T, x, out_dtype=torch.float32)
+            except (TypeError, RuntimeError):  # a torch without aten::mm.dtype: the fp32 path from now on
+                _MM_OUT_DTYPE["ok"] = False
         with fp32_matmuls():
             x32 = x.float()
             return x32.T @ x32
