@@ -28,14 +28,17 @@ GPUs: any CUDA GPU Triton supports with bf16 tl.dot (sm_80+); launch configs cho
 `newton_schulz_triton(..., cuda_graph=True)` replays the whole launch sequence of a bank as one CUDA graph from
 the second call of a shape on (input copied into the graph's buffer, result copied out): at the 8-way shard
 sizes the 16 launches per call are otherwise launch-bound (performance.md §A.6, §G.2).
+`newton_schulz_triton_banks` does the same for several banks at once, each bank on its own stream inside the one
+graph, so that the four core11 banks overlap instead of each leaving most of the GPU idle.
 Design after modded-nanogpt's XXT / ba_plus_cAA kernels (@byronxu99: upper-triangle tiles written twice, batch
-stride); the folded normalization, the strided tall handling and the graph replay are golf's. Gram
-Newton–Schulz (performance.md §D) is not implemented: it saves FLOPs only on the rectangular MLP banks, and
-whether that beats these kernels at equal accuracy has not been measured.
+stride); the folded normalization, the strided tall handling, the graph replay and the concurrent banks are
+golf's. Gram Newton–Schulz (performance.md §D) has a reference in golf.ops.newton_schulz, timed by
+benchmarks/bench_ns.py; it saves FLOPs only on the rectangular MLP banks.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import torch
@@ -420,37 +423,69 @@ def _launch_all(G: torch.Tensor, schedule: Schedule, eps: float, ws: _Workspace)
     return ws.out
 
 
-class _Graph:
-    """One NS call captured as a CUDA graph. It owns its input buffer (a copy of the caller's G goes in before
-    each replay: the graph must never read memory the caller may have reused) and its workspace."""
+def _side_streams(device: torch.device, n: int) -> list[torch.cuda.Stream]:
+    """n side streams of `device`, created once and reused by every capture."""
+    pool = _STREAMS.setdefault(device, [])
+    while len(pool) < n:
+        pool.append(torch.cuda.Stream(device=device))
+    return pool[:n]
 
-    def __init__(self, G: torch.Tensor, schedule: Schedule, eps: float, dtype: torch.dtype):
-        self.input = torch.empty(G.shape, device=G.device, dtype=G.dtype)
-        self.input.copy_(G)
-        self.ws = _Workspace(self.input, dtype, None)
-        _launch_all(self.input, schedule, eps, self.ws)  # compiles the kernels and sizes `partial` before capture
+
+def _launch_banks(Gs: list[torch.Tensor], schedule: Schedule, eps: float, workspaces: list[_Workspace]) -> None:
+    """Every bank's launch sequence, each bank on its own side stream when there are several.
+
+    Under capture the streams become independent branches of one CUDA graph, so the banks' kernels run at
+    the same time: one bank's launches fill only part of the GPU (22 x 10 programs for the 512x512 bank's
+    triangles), and its 16 dependent kernels leave the GPU idle between them (performance.md §A.6).
+    """
+    if len(Gs) == 1:
+        _launch_all(Gs[0], schedule, eps, workspaces[0])
+        return
+    main = torch.cuda.current_stream()
+    streams = _side_streams(Gs[0].device, len(Gs))
+    for stream, G, ws in zip(streams, Gs, workspaces):
+        stream.wait_stream(main)
+        with torch.cuda.stream(stream):
+            _launch_all(G, schedule, eps, ws)
+    for stream in streams:
+        main.wait_stream(stream)
+
+
+class _Graph:
+    """One NS call over one or more banks, captured as a CUDA graph. It owns its input buffers (a copy of each
+    caller's bank goes in before each replay: the graph must never read memory the caller may have reused)
+    and its workspaces."""
+
+    def __init__(self, Gs: list[torch.Tensor], schedule: Schedule, eps: float, dtype: torch.dtype):
+        self.inputs = [torch.empty(G.shape, device=G.device, dtype=G.dtype) for G in Gs]
+        for buf, G in zip(self.inputs, Gs):
+            buf.copy_(G)
+        self.workspaces = [_Workspace(buf, dtype, None) for buf in self.inputs]
+        _launch_banks(self.inputs, schedule, eps, self.workspaces)  # compiles, sizes `partial`, before capture
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: NCCL's watchdog thread may query events while this thread captures.
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            _launch_all(self.input, schedule, eps, self.ws)
+            _launch_banks(self.inputs, schedule, eps, self.workspaces)
 
-    def __call__(self, G: torch.Tensor) -> torch.Tensor:
-        self.input.copy_(G)
+    def __call__(self, Gs: list[torch.Tensor]) -> list[torch.Tensor]:
+        for buf, G in zip(self.inputs, Gs):
+            buf.copy_(G)
         self.graph.replay()
-        return self.ws.out
+        return [ws.out for ws in self.workspaces]
 
 
 _GRAPHS: OrderedDict[tuple, _Graph | None] = OrderedDict()  # None: key seen once, not captured yet
 _GRAPH_FAILED: set[tuple] = set()
 _MAX_GRAPHS = 16
+_STREAMS: dict[torch.device, list[torch.cuda.Stream]] = {}
 
 
-def _graphed(G: torch.Tensor, schedule: Schedule, eps: float, dtype: torch.dtype) -> torch.Tensor | None:
-    """The result through a CUDA graph, or None where the caller should launch eagerly: the first call of a
-    shape (one-off shapes are not worth a capture), a failed capture, or while another capture is running."""
+def _graphed(Gs: list[torch.Tensor], schedule: Schedule, eps: float, dtype: torch.dtype) -> list[torch.Tensor] | None:
+    """The results through a CUDA graph, or None where the caller should launch eagerly: the first call of a
+    set of shapes (one-off shapes are not worth a capture), a failed capture, or while another capture runs."""
     if torch.cuda.is_current_stream_capturing():
         return None
-    key = (tuple(G.shape), G.dtype, G.device, tuple(schedule), float(eps), dtype)
+    key = (tuple((tuple(G.shape), G.dtype, G.device) for G in Gs), tuple(schedule), float(eps), dtype)
     if key in _GRAPH_FAILED:
         return None
     if key not in _GRAPHS:
@@ -462,7 +497,7 @@ def _graphed(G: torch.Tensor, schedule: Schedule, eps: float, dtype: torch.dtype
     entry = _GRAPHS[key]
     if entry is None:
         try:
-            entry = _GRAPHS[key] = _Graph(G, schedule, eps, dtype)
+            entry = _GRAPHS[key] = _Graph(Gs, schedule, eps, dtype)
         except RuntimeError as exc:
             import warnings
 
@@ -471,7 +506,7 @@ def _graphed(G: torch.Tensor, schedule: Schedule, eps: float, dtype: torch.dtype
             warnings.warn(f"golf.kernels.newton_schulz: CUDA graph capture failed ({exc}); launching eagerly",
                           RuntimeWarning, stacklevel=3)
             return None
-    return entry(G)
+    return entry(Gs)
 
 
 def clear_graphs() -> None:
@@ -490,19 +525,49 @@ def newton_schulz_triton(G: torch.Tensor, schedule: Schedule, *, eps: float = 1e
     tensor), which removes the launch overhead of the 3 * steps + 1 kernels.
     Returns the orthogonalized bank [batch, r, c].
     """
-    _check_3d("G", G)
-    if not G.is_floating_point():
-        raise ValueError(f"newton_schulz_triton: G has dtype {G.dtype}; pass a floating-point tensor")
-    if out is not None and (tuple(out.shape) != tuple(G.shape) or out.dtype != dtype or out.device != G.device):
-        raise ValueError(f"newton_schulz_triton out: got {tuple(out.shape)} {out.dtype} on {out.device}, expected "
-                         f"{tuple(G.shape)} {dtype} on {G.device}")
-    if G.numel() == 0:
-        return torch.empty(G.shape, device=G.device, dtype=dtype) if out is None else out
-    if not G.is_cuda:
-        return _launch_all(G, list(schedule), eps, _Workspace(G, dtype, out))
-    with torch.cuda.device(G.device):  # Triton launches on the current device
-        if cuda_graph and not INTERPRETED:
-            res = _graphed(G, list(schedule), eps, dtype)
-            if res is not None:
-                return res.clone() if out is None else out.copy_(res)
-        return _launch_all(G, list(schedule), eps, _Workspace(G, dtype, out))
+    return newton_schulz_triton_banks([G], schedule, eps=eps, dtype=dtype, outs=None if out is None else [out],
+                                      cuda_graph=cuda_graph)[0]
+
+
+def newton_schulz_triton_banks(Gs: list[torch.Tensor], schedule: Schedule, *, eps: float = 1e-7,
+                               dtype: torch.dtype = torch.bfloat16, outs: list[torch.Tensor] | None = None,
+                               cuda_graph: bool = False) -> list[torch.Tensor]:
+    """`newton_schulz_triton` of several banks (any shapes, one device) in one call.
+
+    With cuda_graph, from the second call of the same shapes on, all banks replay as one CUDA graph in which
+    each bank runs on its own stream, so the banks' kernels overlap (Muon's step orthogonalizes every bank).
+    Without it, or on the first call, the banks run one after another. Returns the banks in order.
+    """
+    for G in Gs:
+        _check_3d("G", G)
+        if not G.is_floating_point():
+            raise ValueError(f"newton_schulz_triton: G has dtype {G.dtype}; pass a floating-point tensor")
+    if Gs and any(G.device != Gs[0].device for G in Gs):
+        raise ValueError(f"newton_schulz_triton_banks: banks on {sorted({str(G.device) for G in Gs})}; "
+                         "pass banks of one device (call once per device)")
+    if outs is not None and len(outs) != len(Gs):
+        raise ValueError(f"newton_schulz_triton_banks: {len(outs)} outs for {len(Gs)} banks")
+    for G, out in zip(Gs, outs or []):
+        if tuple(out.shape) != tuple(G.shape) or out.dtype != dtype or out.device != G.device:
+            raise ValueError(f"newton_schulz_triton out: got {tuple(out.shape)} {out.dtype} on {out.device}, "
+                             f"expected {tuple(G.shape)} {dtype} on {G.device}")
+    schedule = list(schedule)
+    live = [i for i, G in enumerate(Gs) if G.numel()]
+    results: list[torch.Tensor | None] = [None] * len(Gs)
+    for i, G in enumerate(Gs):
+        if not G.numel():
+            results[i] = torch.empty(G.shape, device=G.device, dtype=dtype) if outs is None else outs[i]
+    if not live:
+        return results
+    banks = [Gs[i] for i in live]
+    if banks[0].is_cuda and cuda_graph and not INTERPRETED:
+        with torch.cuda.device(banks[0].device):  # Triton launches on the current device
+            graphed = _graphed(banks, schedule, eps, dtype)
+        if graphed is not None:
+            for i, res in zip(live, graphed):
+                results[i] = res.clone() if outs is None else outs[i].copy_(res)
+            return results
+    for i, G in zip(live, banks):
+        with torch.cuda.device(G.device) if G.is_cuda else contextlib.nullcontext():
+            results[i] = _launch_all(G, schedule, eps, _Workspace(G, dtype, None if outs is None else outs[i]))
+    return results

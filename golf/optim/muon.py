@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Literal
 import torch
 import torch.distributed as dist
 
-from golf.ops.newton_schulz import coefficient_schedule, newton_schulz
+from golf.ops.newton_schulz import coefficient_schedule, newton_schulz, newton_schulz_banks
 from golf.optim.banks import Bank, Slot, build_banks
 
 ROW_NORM_EPS = 1e-7  # MuonEq-R floor on a row's L2 norm (§3.3)
@@ -79,6 +79,17 @@ def normuon_rescale(O: torch.Tensor, v: torch.Tensor, beta2: float) -> torch.Ten
     return (hat * ratio).to(O.dtype)
 
 
+def _after_ns(
+    O: torch.Tensor, shape: torch.Size, normuon_v: torch.Tensor | None, normuon_beta2: float, shape_scaling: bool
+) -> torch.Tensor:
+    """Everything after NS: NorMuon's rescale (advancing normuon_v) and the shape scale of `shape`."""
+    if normuon_v is not None:
+        O = normuon_rescale(O, normuon_v, normuon_beta2)
+    if shape_scaling:
+        O.mul_(shape_scale(shape))
+    return O
+
+
 def orthogonalize(
     U: torch.Tensor,
     *,
@@ -93,11 +104,7 @@ def orthogonalize(
     if row_normalize:
         U = normalize_rows(U)
     O = newton_schulz(U, steps=ns_steps, coefficients=coefficients)
-    if normuon_v is not None:
-        O = normuon_rescale(O, normuon_v, normuon_beta2)
-    if shape_scaling:
-        O.mul_(shape_scale(U.shape))
-    return O
+    return _after_ns(O, U.shape, normuon_v, normuon_beta2, shape_scaling)
 
 
 def muon_update(
@@ -241,28 +248,43 @@ class Muon(torch.optim.Optimizer):
         us = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
         return {id(p): u for p, u in zip(params, us)}
 
-    def _orthogonalize_slots(self, bi: int, slots: list[Slot], us: dict[int, torch.Tensor]) -> torch.Tensor:
-        """The bf16 updates [len(slots), rows, cols] of `slots` of bank `bi` from their U; advances NorMuon state."""
-        group = self.param_groups[self.banks[bi].group]
+    def _stack_u(self, bi: int, slots: list[Slot], us: dict[int, torch.Tensor]) -> torch.Tensor:
+        """NS's input [len(slots), rows, cols] for `slots` of bank `bi`: their U stacked (and MuonEq-R'd)."""
         U = torch.stack([s.view(us[id(s.param)]) for s in slots])  # [n, rows, cols]
+        return normalize_rows(U) if self.param_groups[self.banks[bi].group]["row_normalize"] else U
+
+    def _finish_slots(self, bi: int, slots: list[Slot], O: torch.Tensor) -> torch.Tensor:
+        """NorMuon (advancing its state) and the shape scale on the NS output O [len(slots), rows, cols]."""
+        group = self.param_groups[self.banks[bi].group]
         v = None
         if group["normuon"]:
             v = torch.stack([s.view(self._normuon_v(s.param)) for s in slots])  # [n, rows]
-        O = orthogonalize(U, ns_steps=group["ns_steps"], coefficients=group["coefficients"],
-                          row_normalize=group["row_normalize"], normuon_v=v, normuon_beta2=group["normuon_beta2"],
-                          shape_scaling=group["shape_scaling"])
+        O = _after_ns(O, O.shape, v, group["normuon_beta2"], group["shape_scaling"])
         if v is not None:
             torch._foreach_copy_([s.view(self._normuon_v(s.param)) for s in slots], list(v.unbind(0)))
         return O
 
+    def _orthogonalize_slots(self, bi: int, slots: list[Slot], us: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The bf16 updates [len(slots), rows, cols] of `slots` of bank `bi` from their U; advances NorMuon state."""
+        group = self.param_groups[self.banks[bi].group]
+        O = newton_schulz(self._stack_u(bi, slots, us), steps=group["ns_steps"], coefficients=group["coefficients"])
+        return self._finish_slots(bi, slots, O)
+
     def _step_local(self) -> None:
+        """Every bank's NS input first, then one newton_schulz_banks call per NS setting (the banks' kernels
+        overlap on the GPU), then the updates."""
+        work: dict[tuple[int, str], list[tuple[int, list[Slot], torch.Tensor]]] = {}
         for bi, bank in enumerate(self.banks):
             group = self.param_groups[bank.group]
             slots = [s for s in bank.slots if s.param.grad is not None]
             if not slots:
                 continue
-            us = self._nesterov(_params_of(slots), group)
-            _apply(slots, self._orthogonalize_slots(bi, slots, us), group)
+            U = self._stack_u(bi, slots, self._nesterov(_params_of(slots), group))
+            work.setdefault((group["ns_steps"], group["coefficients"]), []).append((bi, slots, U))
+        for (steps, coefficients), items in work.items():
+            Os = newton_schulz_banks([U for _, _, U in items], steps=steps, coefficients=coefficients)
+            for (bi, slots, _), O in zip(items, Os):
+                _apply(slots, self._finish_slots(bi, slots, O), self.param_groups[self.banks[bi].group])
 
     def _step_allreduce(self, rank: int, world_size: int) -> None:
         """Gradients already averaged by DDP; matrix i (bank order) is orthogonalized by rank i % world_size."""
