@@ -43,11 +43,18 @@ FWD_CANDIDATES = (
     (128, 128, 64, 3, 4, 2),
     (128, 128, 32, 4, 8, 2),
 )
+# Backward candidates may add the kernel's epilogue options: prefetch_h (h tile prefetched into L2 before the
+# main loop) and h_loads_first (both h loads issued before either store).
 BWD_CANDIDATES = (
     (128, 256, 64, 3, 8, 1),
+    (128, 256, 64, 3, 8, 1, {"prefetch_h": True}),
+    (128, 256, 64, 3, 8, 1, {"h_loads_first": True}),
+    (128, 256, 64, 3, 8, 1, {"prefetch_h": True, "h_loads_first": True}),
     (128, 256, 64, 2, 8, 1),
     (256, 128, 64, 3, 8, 1),
+    (256, 128, 64, 3, 8, 1, {"prefetch_h": True}),
     (128, 128, 64, 2, 8, 2),
+    (128, 128, 64, 2, 8, 2, {"prefetch_h": True}),
     (128, 128, 32, 4, 8, 2),
 )
 
@@ -172,8 +179,9 @@ def run_main(commit: str) -> None:
 
 
 def _config(c) -> dict:
-    bm, bn, bk, stages, warps, per_sm = c
-    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_stages=stages, num_warps=warps, programs_per_sm=per_sm)
+    bm, bn, bk, stages, warps, per_sm, *options = c
+    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_stages=stages, num_warps=warps, programs_per_sm=per_sm,
+                **(options[0] if options else {}))
 
 
 def run_sweep() -> dict:

@@ -142,12 +142,28 @@ def _leaky_relu2_mlp_fwd_kernel(
 
 
 @triton.jit
+def _prefetch_tile_to_l2(ptr, stride, off_m, off_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         LINE: tl.constexpr):
+    """Ask L2 for a [BLOCK_M, BLOCK_N] tile (one prefetch per LINE elements of a row; rows and columns
+    clamped into the tensor, so no address is outside it). No registers are held: the data is wanted later."""
+    lines = tl.arange(0, BLOCK_M * (BLOCK_N // LINE))  # 1-D, so that no two threads prefetch the same line
+    rows = tl.minimum(off_m + lines // (BLOCK_N // LINE), M - 1).to(tl.int64)
+    cols = tl.minimum(off_n + (lines % (BLOCK_N // LINE)) * LINE, N - 1)
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l",
+                              [ptr + rows * stride + cols], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def _leaky_relu2_mlp_bwd_kernel(
-    dy_desc, w_desc, h_desc, g_desc, M, N, K, abs_slope, num_programs,
+    dy_desc, w_desc, h_desc, g_desc, h_ptr, stride_h, M, N, K, abs_slope, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    UPCAST: tl.constexpr, H_BF16: tl.constexpr,
+    UPCAST: tl.constexpr, H_BF16: tl.constexpr, PREFETCH_H: tl.constexpr, H_LOADS_FIRST: tl.constexpr,
+    H_LINE: tl.constexpr,
 ):
-    """dpre[M, N] = (dy[M, K] @ w[K, N]) * phi'(h[M, N]); same persistent walk as the forward kernel."""
+    """dpre[M, N] = (dy[M, K] @ w[K, N]) * phi'(h[M, N]); same persistent walk as the forward kernel.
+
+    PREFETCH_H: before the tile's main loop, prefetch its h tile into L2, so the epilogue's h loads wait for
+    L2 rather than HBM. H_LOADS_FIRST: issue both h loads before either half's math and store."""
     start = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     num_tiles = tl.cdiv(M, BLOCK_M) * num_pid_n
@@ -155,6 +171,8 @@ def _leaky_relu2_mlp_bwd_kernel(
     tile_id_c = start - num_programs
     for tile_id in tl.range(start, num_tiles, num_programs, flatten=True):
         off_m, off_n = _tile_origin(tile_id, num_pid_n, BLOCK_M, BLOCK_N)
+        if PREFETCH_H:
+            _prefetch_tile_to_l2(h_ptr, stride_h, off_m, off_n, M, N, BLOCK_M, BLOCK_N, H_LINE)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for ki in range(k_tiles):
             a = dy_desc.load([off_m, ki * BLOCK_K])
@@ -168,10 +186,18 @@ def _leaky_relu2_mlp_bwd_kernel(
         # The h loads here wait a memory round trip each: the cost of this epilogue (see the module notes).
         acc = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))  # [BM, BN/2, 2]
         acc0, acc1 = tl.split(acc)
-        h0 = h_desc.load([off_m, off_n])
-        g_desc.store([off_m, off_n], (acc0 * _activation_grad(h0, abs_slope, H_BF16)).to(g_desc.dtype))
-        h1 = h_desc.load([off_m, off_n + BLOCK_N // 2])
-        g_desc.store([off_m, off_n + BLOCK_N // 2], (acc1 * _activation_grad(h1, abs_slope, H_BF16)).to(g_desc.dtype))
+        if H_LOADS_FIRST:
+            h0 = h_desc.load([off_m, off_n])
+            h1 = h_desc.load([off_m, off_n + BLOCK_N // 2])
+            g_desc.store([off_m, off_n], (acc0 * _activation_grad(h0, abs_slope, H_BF16)).to(g_desc.dtype))
+            g_desc.store([off_m, off_n + BLOCK_N // 2],
+                         (acc1 * _activation_grad(h1, abs_slope, H_BF16)).to(g_desc.dtype))
+        else:
+            h0 = h_desc.load([off_m, off_n])
+            g_desc.store([off_m, off_n], (acc0 * _activation_grad(h0, abs_slope, H_BF16)).to(g_desc.dtype))
+            h1 = h_desc.load([off_m, off_n + BLOCK_N // 2])
+            g_desc.store([off_m, off_n + BLOCK_N // 2],
+                         (acc1 * _activation_grad(h1, abs_slope, H_BF16)).to(g_desc.dtype))
 
 
 # Triton decides at decoration time whether a kernel is interpreted (TRITON_INTERPRET=1 when this module was
@@ -288,12 +314,15 @@ def leaky_relu2_mlp_bwd(
     if M == 0:
         return g
     bm, bn, bk, per_sm, cfg = _split_config(config or launch_config(D, F, "bwd"))
+    prefetch = bool(cfg.pop("prefetch_h", False)) and not is_interpreted()  # inline PTX: the GPU only
+    loads_first = bool(cfg.pop("h_loads_first", False))
     programs = _num_programs(dy.device, triton.cdiv(M, bm) * triton.cdiv(F, bn), per_sm)
     _leaky_relu2_mlp_bwd_kernel[(programs,)](
         _descriptor(dy, [bm, bk]), _descriptor(w_down, [bk, bn]),
-        _descriptor(h, [bm, bn // 2]), _descriptor(g, [bm, bn // 2]),
+        _descriptor(h, [bm, bn // 2]), _descriptor(g, [bm, bn // 2]), h, h.stride(0),
         M, F, D, abs(float(slope)), programs,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        UPCAST=is_interpreted(), H_BF16=h.dtype == torch.bfloat16, **cfg,
+        UPCAST=is_interpreted(), H_BF16=h.dtype == torch.bfloat16, PREFETCH_H=prefetch, H_LOADS_FIRST=loads_first,
+        H_LINE=128 // h.element_size(), **cfg,
     )
     return g

@@ -283,6 +283,17 @@ def test_launcher_rejects_operands_tma_cannot_read():
 # ------------------------------------------------------------------------------------------------ GPU
 
 
+@interpreted
+def test_backward_epilogue_options_change_no_value():
+    # The options only reorder the epilogue's loads (prefetch_h is GPU-only PTX and is ignored here).
+    x, w_up, w_down, dy = make_inputs((45,), 40, 72, torch.float32, seed=6)
+    h = K.leaky_relu2_mlp_fwd(x, w_up, 0.5)
+    g_ref = K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5)
+    for options in ({"h_loads_first": True}, {"prefetch_h": True}):
+        assert torch.equal(K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config={**K._INTERPRETER_CONFIG, **options}),
+                           g_ref)
+
+
 @pytest.fixture
 def no_tf32():
     saved = torch.backends.cuda.matmul.allow_tf32
@@ -317,6 +328,19 @@ def test_cuda_hidden_is_what_the_fused_forward_projects(no_tf32):
     torch.testing.assert_close(y, torch.mm(h, w_down.T), rtol=0, atol=0)
     ref_hi = leaky_relu2_mlp_hidden_ref(x.float(), w_up.float(), 0.5)
     assert_within_2x("h", h, ref_hi, leaky_relu2_mlp_hidden_ref(x, w_up, 0.5), torch.bfloat16)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("F", [1536, 1000])
+def test_cuda_backward_epilogue_options_are_exact(F):
+    """prefetch_h (L2 prefetch through inline PTX, addresses clamped into h) and h_loads_first change when h
+    arrives, never a value: bit-equal dpre, also with partial tiles (M = 12,345, F = 1000)."""
+    x, w_up, w_down, dy = make_inputs((12_345,), 512, F, torch.bfloat16, device="cuda")
+    h = K.leaky_relu2_mlp_fwd(x, w_up, 0.5)
+    base = K.launch_config(512, F, "bwd")
+    g_ref = K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config=base)
+    for options in ({"prefetch_h": True}, {"h_loads_first": True}, {"prefetch_h": True, "h_loads_first": True}):
+        assert torch.equal(K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config={**base, **options}), g_ref), options
 
 
 @pytest.mark.cuda
