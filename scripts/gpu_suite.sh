@@ -3,7 +3,8 @@
 # second GPU when there is one). Run `setup` once per fresh machine first.
 #   bash scripts/gpu_suite.sh setup                # wheels (WHEELS=DIR), golf with its CUDA ops, carried data
 #   bash scripts/gpu_suite.sh tests    OUT [FILES] # every `cuda` test (or those of FILES), a log per file
-#   bash scripts/gpu_suite.sh bench    OUT         # bench_fake_quant, bench_ns (SWEEP=1: --sweep), bench_mlp, bench_gptq
+#   bash scripts/gpu_suite.sh bench    OUT         # bench_fake_quant, bench_ns, bench_mlp (SWEEP=1: each --sweep),
+#                                                  # bench_gptq, bench_hessian
 #   bash scripts/gpu_suite.sh step     OUT         # bench_step: core11 with QAT on (COMPARE=1: references); pr549
 #   bash scripts/gpu_suite.sh losses   OUT         # [2 GPUs] 200 core11 steps: kernels vs references (judged against a
 #                                                  # noise pair), and sharded Muon
@@ -53,8 +54,9 @@ tests)
     echo "rc=$? $f: $(grep -E '[0-9]+ (passed|failed)' "$log" | tail -1)"
   done ;;
 bench)
-  for b in ${BENCHES:-fake_quant ns mlp gptq}; do
-    args=(); [ "$b" = ns ] && [ -n "${SWEEP:-}" ] && args=(--sweep); [ "$b" = gptq ] && args=(--device cuda)
+  for b in ${BENCHES:-fake_quant ns mlp gptq hessian}; do
+    args=(); [ -n "${SWEEP:-}" ] && [[ " fake_quant ns mlp " == *" $b "* ]] && args=(--sweep)
+    [ "$b" = gptq ] && args=(--device cuda)
     timeout 300 python "benchmarks/bench_$b.py" "${args[@]}" > "$OUT/bench_$b.log" 2>&1; echo "rc=$? bench_$b"
     tail -12 "$OUT/bench_$b.log"
   done ;;
