@@ -28,10 +28,12 @@ A separate 1-bit mask would keep h's full precision at 1/16 more bytes, a second
 epilogue; the tests' 2x error rule is what decided it is not needed.
 
 Performance (one H200, M = 98,304, D = 512, F = 1536; benchmarks/RESULTS.md): the forward kernel takes 0.27 ms
-(cuBLAS's plain x @ w_up^T: 0.26 ms), the backward kernel 0.39 ms (plain dy @ w_down: 0.25 ms). Triton 3.6 does
-not warp-specialize this loop on Hopper, so each tile's epilogue, and in backward its two TMA loads of h that
-each wait a memory round trip, runs after the tile's main loop instead of under the next tile's; that is the
-backward kernel's gap to a plain GEMM.
+(cuBLAS's plain x @ w_up^T: 0.25 ms), the backward kernel 0.36 ms (plain dy @ w_down: 0.25 ms). Triton 3.6 does
+not warp-specialize this loop on Hopper, so each tile's epilogue, and in backward its TMA loads of h that wait
+a memory round trip, runs after the tile's main loop instead of under the next tile's; that is the backward
+kernel's gap to a plain GEMM. Two epilogue options narrow it: both h loads issued before either store (one
+round trip instead of two) and the h tile prefetched into L2 before the main loop (PTX `prefetch.global.L2`,
+no registers held), so that round trip ends at L2.
 
 Shapes/layout: all operands 2-D with unit last stride, 16-byte aligned rows and base (TMA); dtypes bf16 on
 the GPU, fp32 or bf16 under TRITON_INTERPRET=1 (the interpreter's bf16 dot is wrong, so operands are upcast).
@@ -53,18 +55,21 @@ except ImportError:  # pragma: no cover - very old triton
     _InterpretedFunction = ()
 
 # Launch configs keyed by (D, F) = (model dim, hidden dim): block sizes, pipeline stages, warps and programs
-# per SM for the forward (up GEMM) and backward (dpre GEMM) kernels. Chosen on one H200 (triton 3.6.0, torch
-# 2.11.0+cu130, 2026-11-28) with `python benchmarks/bench_mlp.py --sweep`: 128x256x64 tiles, one program per SM,
-# 4 stages forward / 3 backward (the most that fit in 227 KB of shared memory) were fastest at both shapes:
-# fwd 0.273 / 0.391 ms, bwd 0.393 / 0.528 ms at M = 98,304 for F = 1536 / 2048. 256x128 or 128x128 tiles, two
-# programs per SM (128x128 or 64x256 tiles, so one program's epilogue overlaps the other's main loop), one
-# full-width epilogue store, 2 stages, BLOCK_K 32 or 128, and h loaded before the main loop were 2-40 % slower.
-_DEFAULT_GPU_CONFIG = {
-    "fwd": dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_stages=4, num_warps=8, programs_per_sm=1),
-    "bwd": dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_stages=3, num_warps=8, programs_per_sm=1),
-}
+# per SM for the forward (up GEMM) and backward (dpre GEMM) kernels, plus the backward's epilogue options.
+# Chosen on one H200 (triton 3.6.0, torch 2.11.0+cu130) with `python benchmarks/bench_mlp.py --sweep`:
+# 128x256x64 tiles, one program per SM, 4 stages forward / 3 backward (the most that fit in 227 KB of shared
+# memory) were fastest at both shapes: fwd 0.273 / 0.391 ms at M = 98,304 for F = 1536 / 2048. 256x128 or
+# 128x128 tiles, two programs per SM (128x128 or 64x256 tiles, so one program's epilogue overlaps the other's
+# main loop), one full-width epilogue store, 2 stages, BLOCK_K 32 or 128, and h loaded before the main loop
+# were 2-40 % slower. Backward epilogue (2026-11-28, fourth run): both h loads issued first and the h tile
+# prefetched into L2 took the kernel from 0.395 to 0.361 ms at F = 1536; at F = 2048 the loads first alone
+# from 0.526 to 0.504 (with the prefetch too: 0.507).
+_FWD_CONFIG = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_stages=4, num_warps=8, programs_per_sm=1)
+_BWD_CONFIG = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_stages=3, num_warps=8, programs_per_sm=1,
+                   h_loads_first=True)
+_DEFAULT_GPU_CONFIG = {"fwd": _FWD_CONFIG, "bwd": _BWD_CONFIG}
 _CONFIGS: dict[tuple[int, int], dict[str, dict]] = {
-    (512, 1536): _DEFAULT_GPU_CONFIG,
+    (512, 1536): {"fwd": _FWD_CONFIG, "bwd": dict(_BWD_CONFIG, prefetch_h=True)},
     (512, 2048): _DEFAULT_GPU_CONFIG,
 }
 # One small config under the interpreter: autotuning is unavailable there and small tiles keep CPU tests fast

@@ -337,7 +337,7 @@ def test_cuda_backward_epilogue_options_are_exact(F):
     arrives, never a value: bit-equal dpre, also with partial tiles (M = 12,345, F = 1000)."""
     x, w_up, w_down, dy = make_inputs((12_345,), 512, F, torch.bfloat16, device="cuda")
     h = K.leaky_relu2_mlp_fwd(x, w_up, 0.5)
-    base = K.launch_config(512, F, "bwd")
+    base = {**K.launch_config(512, F, "bwd"), "prefetch_h": False, "h_loads_first": False}
     g_ref = K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config=base)
     for options in ({"prefetch_h": True}, {"h_loads_first": True}, {"prefetch_h": True, "h_loads_first": True}):
         assert torch.equal(K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config={**base, **options}), g_ref), options
