@@ -323,21 +323,36 @@ def test_gptq_on_cuda_matches_cpu(rows, cols):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_xtx_on_cuda_is_as_accurate_as_the_fp32_product(dtype):
+def test_half_precision_xtx_on_cuda_is_accurate_enough_for_gptq(dtype):
+    """The tensor-core X^T X is not the fp32 product's equal: on the H200 its error against fp64 was 7-20x the
+    fp32 SIMT path's (the tensor cores' fp32 accumulation is not IEEE round-to-nearest), about 2e-5 of
+    max |H|. What GPTQ needs is far coarser (it adds 1 % of mean(diag H) as damping): the error stays under
+    1e-4 of max |H|, and GPTQ from either Hessian gives the same codes but for rounding cascades."""
     from golf.quant.gptq import fp32_matmuls
     from golf.quant.hessian import xtx_fp32
 
-    x = torch.randn(98_304, 512, device="cuda").to(dtype)  # a core11 micro-batch of activations
+    x = realistic_activations(16_384, 512).cuda().to(dtype)  # activations as a bf16 / fp16 model feeds them
     fast = xtx_fp32(x)
     exact = x.double().T @ x.double()
     with fp32_matmuls():
         x32 = x.float()
         slow = x32.T @ x32
     assert fast.dtype == torch.float32
-    # both are fp32 sums of the same exact products: their errors against fp64 are of the same size
-    err_fast = (fast.double() - exact).abs().max().item()
-    err_slow = (slow.double() - exact).abs().max().item()
-    assert err_fast <= 2 * err_slow
+    rel = ((fast.double() - exact).abs().max() / exact.abs().max()).item()
+    rel_slow = ((slow.double() - exact).abs().max() / exact.abs().max()).item()
+    print(f"{dtype}: X^T X relative error, tensor cores {rel:.2e}, fp32 path {rel_slow:.2e}")
+    assert rel <= 1e-4
+    w = realistic_weight(512, 512).cuda()
+    n = x.shape[0]
+    c_fast, s_fast = gptq_quantize(w, fast / n)
+    c_slow, s_slow = gptq_quantize(w, slow / n)
+    assert torch.equal(s_fast, s_slow)
+    frac = (c_fast != c_slow).float().mean().item()
+    xf = x.float()
+    e_fast, e_slow = output_error(w, c_fast, s_fast, xf), output_error(w, c_slow, s_slow, xf)
+    print(f"{dtype}: codes differing {frac:.5f}; output error {e_fast:.4f} vs {e_slow:.4f}")
+    assert frac < 0.02
+    assert e_fast <= 1.01 * e_slow
 
 
 def test_xtx_on_the_cpu_is_the_fp32_product():
