@@ -10,8 +10,7 @@ Shapes: the four Muon banks of core11 (11 layers, d=512, MLP 3x): q/o (22,512,51
 (11,1536,512), down (11,512,1536); and the per-rank shards of an 8-GPU run (3,512,512), (3,256,512),
 (2,1536,512), (2,512,1536). Inputs: random normal bf16 (never zeros).
 Providers: golf (kernels, the launch sequence replayed as a CUDA graph: what Muon runs), golf_eager (the same
-kernels launched one by one), torch_ref_compiled (torch.compile of newton_schulz_ref), torch_ref (eager),
-gram_compiled (torch.compile of gram_newton_schulz_ref: Gram Newton–Schulz in fp16).
+kernels launched one by one), torch_ref_compiled (torch.compile of newton_schulz_ref), torch_ref (eager).
 FLOPs counted: the full math, per iteration 2 m^2 n (A = X X^T) + 2 m^3 (A A) + 2 m^2 n (B X) with m = min dim,
 n = max dim, i.e. without crediting the kernels for the triangle they skip.
 Accuracy: sv_dev = max |sigma - 1| over every singular value of every matrix (the reference's own band is the
@@ -35,11 +34,11 @@ from harness import append_csv, bench, format_table, git_commit, gpu_name, tflop
 
 import golf.ops  # noqa: E402
 NS = importlib.import_module("golf.ops.newton_schulz")  # the module (golf.ops.newton_schulz is the function)
-from golf.ops.newton_schulz import coefficient_schedule, gram_newton_schulz_ref, newton_schulz_ref  # noqa: E402
+from golf.ops.newton_schulz import coefficient_schedule, newton_schulz_ref  # noqa: E402
 
 UNSHARDED = ((22, 512, 512), (22, 256, 512), (11, 1536, 512), (11, 512, 1536))
 SHARDS = ((3, 512, 512), (3, 256, 512), (2, 1536, 512), (2, 512, 1536))
-PROVIDERS = ("golf", "golf_eager", "torch_ref_compiled", "torch_ref", "gram_compiled")
+PROVIDERS = ("golf", "golf_eager", "torch_ref_compiled", "torch_ref")
 STEPS = 5
 TARGET_UNSHARDED_MS = 1.2
 TARGET_SHARD_MS = 0.15
@@ -73,9 +72,6 @@ def provider_fn(provider: str, G: torch.Tensor):
         return run
     if provider == "torch_ref":
         return lambda: newton_schulz_ref(G, steps=STEPS)
-    if provider == "gram_compiled":  # Gram Newton-Schulz in fp16 (performance.md §D), torch.compile'd
-        gram = torch.compile(gram_newton_schulz_ref, dynamic=False)
-        return lambda: gram(G, steps=STEPS)
     compiled = torch.compile(newton_schulz_ref, dynamic=False)
     return lambda: compiled(G, steps=STEPS)
 
@@ -88,7 +84,6 @@ def accuracy(out: torch.Tensor, ref64: torch.Tensor) -> tuple[float, float]:
 
 def run_main(commit: str) -> None:
     rows, csv_rows, totals = [], [], {p: {"unsharded": 0.0, "shards": []} for p in PROVIDERS}
-    rows_ms: dict[tuple, float] = {}
     for shape in UNSHARDED + SHARDS:
         kind = "unsharded" if shape in UNSHARDED else "shard"
         G = make_input(shape)
@@ -101,7 +96,6 @@ def run_main(commit: str) -> None:
             sv_dev, err64 = accuracy(out, ref64)
             t = bench(fn)
             NS.set_cuda_graphs(True)
-            rows_ms[(shape, provider)] = t.median_ms
             if kind == "unsharded":
                 totals[provider]["unsharded"] += t.median_ms
             else:
@@ -122,11 +116,6 @@ def run_main(commit: str) -> None:
         u, shards = totals[provider]["unsharded"], totals[provider]["shards"]
         summary.append([provider, f"{u:.4f}", "yes" if u <= TARGET_UNSHARDED_MS else "no", f"{max(shards):.4f}",
                         "yes" if max(shards) <= TARGET_SHARD_MS else "no"])
-    # the candidate dispatch: the kernels on square banks, the faster of the kernels and Gram NS on the others
-    mixed = sum(rows_ms[(shape, "golf")] if shape[1] == shape[2]
-                else min(rows_ms[(shape, "golf")], rows_ms[(shape, "gram_compiled")]) for shape in UNSHARDED)
-    print(f"\nunsharded banks, golf on the square ones and the faster of golf / gram_compiled on the others: "
-          f"{mixed:.4f} ms")
     print(f"\ntargets: 4 unsharded banks <= {TARGET_UNSHARDED_MS} ms together, every shard <= {TARGET_SHARD_MS} ms")
     print(format_table(["provider", "unsharded sum ms", "met", "slowest shard ms", "met"], summary))
     run_together(commit)

@@ -32,8 +32,9 @@ sizes the 16 launches per call are otherwise launch-bound (performance.md §A.6,
 graph, so that the four core11 banks overlap instead of each leaving most of the GPU idle.
 Design after modded-nanogpt's XXT / ba_plus_cAA kernels (@byronxu99: upper-triangle tiles written twice, batch
 stride); the folded normalization, the strided tall handling, the graph replay and the concurrent banks are
-golf's. Gram Newton–Schulz (performance.md §D) has a reference in golf.ops.newton_schulz, timed by
-benchmarks/bench_ns.py; it saves FLOPs only on the rectangular MLP banks.
+golf's. Measured and dropped (benchmarks/RESULTS.md): Gram Newton–Schulz (performance.md §D) in fp16, compiled,
+took 0.41-0.80 ms per core11 bank against these kernels' 0.19-0.43; a grid of upper-triangle programs only
+(no early exits) with transposed mirror stores made the four banks slower (1.21 vs 1.08 ms together).
 """
 
 from __future__ import annotations

@@ -93,49 +93,6 @@ def newton_schulz_ref(
     return X.mT if tall else X
 
 
-def gram_newton_schulz_ref(
-    G: torch.Tensor,
-    *,
-    steps: int = 5,
-    coefficients: str = "ns5",
-    eps: float = 1e-7,
-    dtype: torch.dtype = torch.float16,
-    restart_after: int = 2,
-) -> torch.Tensor:
-    """Gram Newton-Schulz (performance.md §D): the same polynomial iteration as newton_schulz_ref, carried on
-    the small Gram matrix R = X X^T [n, n] instead of X [n, m] (wide orientation, n <= m).
-
-    Each iteration's P = a I + b R + c R^2 multiplies the accumulated Q (X_k = Q X_0) and updates R to P R P
-    (P and R commute: P is a polynomial in R). X is touched only to form R and, at the end, Q X: for m = 3n
-    (the core11 MLP banks) five iterations with one restart cost 8 n^2 m + 28 n^3 FLOPs against the standard
-    5 (4 n^2 m + 2 n^3), 26 % fewer; square matrices gain nothing. Rounding errors in R compound, so after
-    `restart_after` iterations X <- Q X, R <- X X^T, Q <- I, and the default dtype is fp16 (three
-    more significand bits than bf16), as in the reference implementation. One restart; restart_after=0: none.
-    """
-    _check_input(G, steps)
-    schedule = coefficient_schedule(coefficients, steps)
-    G32 = G.float()  # normalized in fp32: a sum of squares in fp16 can overflow
-    X = (G32 / (G32.norm(dim=(-2, -1), keepdim=True) + eps)).to(dtype)
-    tall = G.size(-2) > G.size(-1)
-    if tall:
-        X = X.mT
-    eye = torch.eye(X.size(-2), dtype=dtype, device=X.device)
-    R, Q = X @ X.mT, None
-    for i, (a, b, c) in enumerate(schedule):
-        if i and i == restart_after:
-            X, Q = Q @ X, None
-            R = X @ X.mT
-        Z = b * R + c * (R @ R)
-        Q = Z + a * eye if Q is None else Q @ Z + a * Q  # Q P with P = a I + Z
-        last = i == len(schedule) - 1 or i + 1 == restart_after
-        if not last:  # R is recomputed (restart) or unused (end) otherwise
-            RP = R @ Z + a * R
-            R = Z @ RP + a * RP  # P R P
-    if Q is not None:
-        X = Q @ X
-    return X.mT if tall else X
-
-
 def set_cuda_graphs(enabled: bool) -> None:
     """False launches the NS kernels one by one instead of replaying captured CUDA graphs (for debugging and A/B)."""
     _SETTINGS["cuda_graphs"] = bool(enabled)
