@@ -32,11 +32,12 @@ except ImportError:  # pragma: no cover - very old triton
 CLIP_CODES = {"absmax": 0, "absmax_floor": 1, "sdclip": 2}
 MAX_COLS = 16384  # one row lives in registers; longer rows use the reference (no golf weight has them)
 # Launch settings; `fake_quant_fwd(..., config=)` overrides them (benchmarks/bench_fake_quant.py --sweep).
-# elems: rows per program = elems / padded cols (at least one row); num_warps: None picks 4 for programs of
-# up to 2048 elements and 8 above; one_pass: SDClip's two row sums in one pass (E[w^2] - mean^2, less exact).
-# 2048 elements with 4 warps was the fastest setting at or within 2 % of it at every core11 bank shape on
-# the H200 (2026-11-28 sweep, benchmarks/RESULTS.md); 4096 was 1-8 % slower.
-DEFAULT_CONFIG = {"elems": 2048, "num_warps": None, "one_pass": False}
+# elems: rows per program = elems / padded cols (at least one row); num_warps: None gives one warp per 512
+# elements of the program's block (16 fp32 values per thread); one_pass: SDClip's two row sums in one pass
+# (E[w^2] - mean^2, less exact). On the H200 (2026-11-28 sweep, benchmarks/RESULTS.md) 1024 elements with a
+# warp per 512 was the fastest setting or within 3 % of it at every core11 bank and clip rule; the previous
+# default, 2048 elements with 4 warps, was up to 10 % slower.
+DEFAULT_CONFIG = {"elems": 1024, "num_warps": None, "one_pass": False}
 _ROUND_MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: x + M - M rounds |x| <= 2^22 to an integer, half to even
 
 
@@ -111,6 +112,6 @@ def fake_quant_fwd(w: torch.Tensor, qmax: int, clip: str, k: float, floor: float
             w2, out, scales, n_rows, cols, w2.stride(0), out.stride(0),
             float(cols), float(qmax), float(k), float(floor),
             CLIP=CLIP_CODES[clip], ROUND_BF16=w.dtype == torch.bfloat16, BLOCK_R=block_r, BLOCK_C=block_c,
-            ONE_PASS=cfg["one_pass"], num_warps=cfg["num_warps"] or (4 if block_r * block_c <= 2048 else 8),
+            ONE_PASS=cfg["one_pass"], num_warps=cfg["num_warps"] or min(16, max(1, block_r * block_c // 512)),
         )
     return out.reshape(w.shape), scales.reshape(w.shape[:-1])
