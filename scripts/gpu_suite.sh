@@ -41,7 +41,12 @@ setup)
   # a warm machine keeps what the last call installed: set up once per machine
   if [ -f "$HOME/.golf_setup_done" ]; then echo "setup: already done on this machine"; exit 0; fi
   if [ -n "${WHEELS:-}" ]; then python -m pip install -q --no-deps "$WHEELS"/*.whl; fi
+  # The machine's default CXX (/opt/gcc's wrapper) links libstdc++ statically, and an extension built so
+  # segfaults whenever an op raises (2026-11-28): build with the system compiler, which links it shared.
+  if [ -x /usr/bin/g++ ]; then export CXX=/usr/bin/g++ CC=/usr/bin/gcc; fi
   MAX_JOBS=${MAX_JOBS:-16} python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+  readelf -d golf/_C*.so 2>/dev/null | grep -q 'libstdc++' || echo "setup: WARNING golf._C does not link libstdc++ shared"
+
   python -c "import golf._ext as e; print('golf._C built:', e.HAS_EXT, 'CUDA ops:', e.has_cuda_ops())"
   python scripts/pack_gpu_data.py unpack "${DATA_PACK:-.gpu/data}" "${XDG_CACHE_HOME:-$HOME/.cache}/golf/data" \
     && touch "$HOME/.golf_setup_done" ;;

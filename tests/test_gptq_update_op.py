@@ -230,9 +230,10 @@ def test_cuda_wide_block_falls_back_with_a_warning():
     assert mismatch(q, gptq_block_update_ref(w, hinv, s, 31)[0]) <= MAX_TIE_FRACTION
 
 
-# The CUDA build's argument errors run in a subprocess: on the H200 (2026-11-28, torch 2.11+cu130) a
-# TORCH_CHECK raised by the CUDA kernel crashed the process with a segfault instead of raising (open bug).
-# This way the bug fails this test instead of killing the whole GPU test run.
+# The CUDA build's argument errors run in a subprocess, so that a broken build fails this test instead of
+# killing the whole GPU test run: on the GPU machine an extension built by its default compiler (a wrapper
+# that links libstdc++ statically) segfaulted on every TORCH_CHECK, CPU op included; built with the system
+# g++ (libstdc++ shared) it raises as it should (2026-11-28, see README).
 _CUDA_ARG_ERRORS = """
 import torch, golf._ext
 w, h, s = torch.randn(16, 160, device="cuda"), torch.eye(160, device="cuda"), torch.ones(16, device="cuda")
