@@ -16,7 +16,8 @@ post-NS update, with the result rescaled to Muon's Frobenius norm (so the same l
 it: it is untested on this task.
 
 Banks (golf.optim.banks): the matrices are grouped by shape inside the optimizer, and each bank's updates go
-through one batched newton_schulz call; the parameters themselves stay in the model's per-layer layout. The
+through one batched newton_schulz call (in one process, all banks through one newton_schulz_banks call, whose
+kernels overlap on the GPU); the parameters themselves stay in the model's per-layer layout. The
 result equals per-matrix Muon (`banks=False`) exactly wherever the batched NS computes each matrix as the
 unbatched one does (the CPU reference does).
 
