@@ -43,13 +43,11 @@ FWD_CANDIDATES = (
     (128, 128, 64, 3, 4, 2),
     (128, 128, 32, 4, 8, 2),
 )
-# Backward candidates may add the kernel's epilogue options: prefetch_h (h tile prefetched into L2 before the
-# main loop) and h_loads_first (both h loads issued before either store).
+# Backward candidates may add the kernel's epilogue option prefetch_h (h tile prefetched into L2 before the
+# main loop).
 BWD_CANDIDATES = (
     (128, 256, 64, 3, 8, 1),
     (128, 256, 64, 3, 8, 1, {"prefetch_h": True}),
-    (128, 256, 64, 3, 8, 1, {"h_loads_first": True}),
-    (128, 256, 64, 3, 8, 1, {"prefetch_h": True, "h_loads_first": True}),
     (128, 256, 64, 2, 8, 1),
     (256, 128, 64, 3, 8, 1),
     (256, 128, 64, 3, 8, 1, {"prefetch_h": True}),

@@ -33,10 +33,11 @@ CLIP_CODES = {"absmax": 0, "absmax_floor": 1, "sdclip": 2}
 MAX_COLS = 16384  # one row lives in registers; longer rows use the reference (no golf weight has them)
 # Launch settings; `fake_quant_fwd(..., config=)` overrides them (benchmarks/bench_fake_quant.py --sweep).
 # elems: rows per program = elems / padded cols (at least one row); num_warps: None gives one warp per 512
-# elements of the program's block (16 fp32 values per thread); one_pass: SDClip's two row sums in one pass
-# (E[w^2] - mean^2, less exact). On the H200 (2026-11-28 sweep, benchmarks/RESULTS.md) 1024 elements with a
-# warp per 512 was the fastest setting or within 3 % of it at every core11 bank and clip rule; the previous
-# default, 2048 elements with 4 warps, was up to 10 % slower.
+# padded columns of a row, so a 512-column row never spans two warps (its reductions stay in-warp shuffles);
+# one_pass: SDClip's two row sums in one pass over values shifted by the row's first element (see the kernel).
+# On the H200 (2026-11-28 sweep, benchmarks/RESULTS.md) 1024 elements per program was the fastest or within
+# 3 % of it at every core11 bank and clip rule; the previous default, 2048 elements with 4 warps, was up to
+# 10 % slower.
 DEFAULT_CONFIG = {"elems": 1024, "num_warps": None, "one_pass": False}
 _ROUND_MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: x + M - M rounds |x| <= 2^22 to an integer, half to even
 
@@ -57,11 +58,14 @@ def _fake_quant_kernel(
     rows64 = rows.to(tl.int64)
     w = tl.load(w_ptr + rows64[:, None] * stride_w + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if CLIP == 2:
-        if ONE_PASS:  # both sums at once (independent reductions); var = E[w^2] - mean^2, clamped at 0
-            total = tl.sum(w, axis=1)
-            total_sq = tl.sum(w * w, axis=1)
-            mean = tl.math.div_rn(total, n_cols_f)
-            var = tl.maximum(tl.math.div_rn(total_sq, n_cols_f) - mean * mean, 0.0)
+        if ONE_PASS:
+            # Both sums at once (independent reductions, one latency instead of two): var = E[d^2] - E[d]^2 of
+            # d = w - w[row, 0]. The shift keeps the cancellation bounded by (mean - w0)^2 / var, about 1 for
+            # any row (unshifted, a row whose mean is large against its spread loses its variance).
+            shift = tl.load(w_ptr + rows64 * stride_w, mask=row_ok, other=0.0).to(tl.float32)
+            d = tl.where(mask, w - shift[:, None], 0.0)
+            mean_d = tl.math.div_rn(tl.sum(d, axis=1), n_cols_f)
+            var = tl.maximum(tl.math.div_rn(tl.sum(d * d, axis=1), n_cols_f) - mean_d * mean_d, 0.0)
         else:
             mean = tl.math.div_rn(tl.sum(w, axis=1), n_cols_f)  # [BLOCK_R]
             dev = tl.where(mask, w - mean[:, None], 0.0)
@@ -112,6 +116,6 @@ def fake_quant_fwd(w: torch.Tensor, qmax: int, clip: str, k: float, floor: float
             w2, out, scales, n_rows, cols, w2.stride(0), out.stride(0),
             float(cols), float(qmax), float(k), float(floor),
             CLIP=CLIP_CODES[clip], ROUND_BF16=w.dtype == torch.bfloat16, BLOCK_R=block_r, BLOCK_C=block_c,
-            ONE_PASS=cfg["one_pass"], num_warps=cfg["num_warps"] or min(16, max(1, block_r * block_c // 512)),
+            ONE_PASS=cfg["one_pass"], num_warps=cfg["num_warps"] or min(16, max(1, block_c // 512)),
         )
     return out.reshape(w.shape), scales.reshape(w.shape[:-1])

@@ -284,14 +284,13 @@ def test_launcher_rejects_operands_tma_cannot_read():
 
 
 @interpreted
-def test_backward_epilogue_options_change_no_value():
-    # The options only reorder the epilogue's loads (prefetch_h is GPU-only PTX and is ignored here).
+def test_backward_prefetch_option_changes_no_value():
+    # prefetch_h is GPU-only PTX and is ignored here: the option must still be accepted and change nothing.
     x, w_up, w_down, dy = make_inputs((45,), 40, 72, torch.float32, seed=6)
     h = K.leaky_relu2_mlp_fwd(x, w_up, 0.5)
     g_ref = K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5)
-    for options in ({"h_loads_first": True}, {"prefetch_h": True}):
-        assert torch.equal(K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config={**K._INTERPRETER_CONFIG, **options}),
-                           g_ref)
+    config = {**K._INTERPRETER_CONFIG, "prefetch_h": True}
+    assert torch.equal(K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config=config), g_ref)
 
 
 @pytest.fixture
@@ -332,15 +331,14 @@ def test_cuda_hidden_is_what_the_fused_forward_projects(no_tf32):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("F", [1536, 1000])
-def test_cuda_backward_epilogue_options_are_exact(F):
-    """prefetch_h (L2 prefetch through inline PTX, addresses clamped into h) and h_loads_first change when h
-    arrives, never a value: bit-equal dpre, also with partial tiles (M = 12,345, F = 1000)."""
+def test_cuda_backward_prefetch_option_is_exact(F):
+    """prefetch_h (L2 prefetch through inline PTX, addresses clamped into h) changes when h arrives, never a
+    value: bit-equal dpre, also with partial tiles (M = 12,345, F = 1000)."""
     x, w_up, w_down, dy = make_inputs((12_345,), 512, F, torch.bfloat16, device="cuda")
     h = K.leaky_relu2_mlp_fwd(x, w_up, 0.5)
-    base = {**K.launch_config(512, F, "bwd"), "prefetch_h": False, "h_loads_first": False}
+    base = {**K.launch_config(512, F, "bwd"), "prefetch_h": False}
     g_ref = K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config=base)
-    for options in ({"prefetch_h": True}, {"h_loads_first": True}, {"prefetch_h": True, "h_loads_first": True}):
-        assert torch.equal(K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config={**base, **options}), g_ref), options
+    assert torch.equal(K.leaky_relu2_mlp_bwd(dy, w_down, h, 0.5, config={**base, "prefetch_h": True}), g_ref)
 
 
 @pytest.mark.cuda
