@@ -23,11 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Timing, append_csv, bench, format_table, git_commit, gpu_name, tflops  # noqa: E402
 
 import golf.ops  # noqa: E402
+from golf.kernels import mlp_ws  # noqa: E402
 from golf.ops.mlp import leaky_relu2_mlp_ref  # noqa: E402
 
 SHAPES = ((98_304, 512, 1536), (98_304, 512, 2048))
-# golf_compiled: the op inside a torch.compile graph, as the model calls it in training.
-PROVIDERS = ("golf", "golf_compiled", "torch_ref", "torch_ref_compiled")
+# golf_compiled: the op inside a torch.compile graph, as the model calls it in training. golf_compiled_triton: the
+# same with golf.kernels.mlp_ws switched off, i.e. the Triton kernels where the Gluon ones would run (sm_90).
+PROVIDERS = ("golf", "golf_compiled", "golf_compiled_triton", "torch_ref", "torch_ref_compiled")
 MODES = ("forward", "backward", "full")
 GEMMS_PER_MODE = {"forward": 2, "backward": 4, "full": 6}
 SLOPE = 0.5
@@ -77,6 +79,7 @@ def setup_mlp(provider: str, M: int, D: int, F: int, dtype=torch.bfloat16):
     fn = {
         "golf": golf.ops.leaky_relu2_mlp,
         "golf_compiled": torch.compile(golf.ops.leaky_relu2_mlp, dynamic=False, fullgraph=True),
+        "golf_compiled_triton": torch.compile(golf.ops.leaky_relu2_mlp, dynamic=False, fullgraph=True),
         "torch_ref": leaky_relu2_mlp_ref,
         "torch_ref_compiled": torch.compile(leaky_relu2_mlp_ref, dynamic=False),
     }[provider]
@@ -142,6 +145,7 @@ def run_main(commit: str) -> None:
     for M, D, F in SHAPES:
         gemm_flops = 2.0 * M * D * F
         for provider in PROVIDERS:
+            mlp_ws.ENABLED = provider != "golf_compiled_triton"  # read at each call, forward and backward
             forward, leaves, dy = setup_mlp(provider, M, D, F)
             forward().backward(dy)  # compile / autotune / first-launch costs stay out of the numbers
             for t in leaves:
@@ -171,6 +175,9 @@ def run_main(commit: str) -> None:
     print(f"\n{gpu_name()}, torch {torch.__version__}, commit {commit}; impl: {golf.ops.implementations()}")
     for M, D, F in SHAPES:
         print(f"  golf configs ({D}, {F}): fwd {K.launch_config(D, F, 'fwd')}, bwd {K.launch_config(D, F, 'bwd')}")
+        if mlp_ws.runs_on(torch.empty(1, device="cuda", dtype=torch.bfloat16)):
+            print(f"    run by the Gluon kernels instead: fwd {mlp_ws.launch_config(D, F, 'fwd')}, "
+                  f"bwd {mlp_ws.launch_config(D, F, 'bwd')}")
     print(format_table(["shape", "provider", "mode", "median ms", "p20", "p80", "TFLOP/s", "saved MiB"], table))
     print("\nforward+backward without L2 flush: host launch ms/step, wall ms/step (20 steps), CUDA-graph replay ms")
     print(format_table(["shape", "provider", "host ms", "wall ms", "graph ms"], extra))

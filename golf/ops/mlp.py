@@ -5,10 +5,12 @@ d/du leaky_relu(u, s)^2 = 2u for u > 0 and 2 s^2 u for u <= 0.
 
 `leaky_relu2_mlp` / `leaky_relu2_mlp_hidden` dispatch to the Triton kernels of golf.kernels.mlp (CUDA, sm_90+,
 bf16; or the CPU interpreter under TRITON_INTERPRET=1) through torch.library custom ops, so they run inside
-torch.compile(fullgraph=True) graphs; everywhere else they run the references below.
+torch.compile(fullgraph=True) graphs; everywhere else they run the references below. On a Hopper GPU (sm_90)
+the two fused GEMMs run golf.kernels.mlp_ws's warp-specialized Gluon kernels instead, bit-equal to the
+Triton ones and faster (benchmarks/RESULTS.md).
 
 Kernel path, forward:  h = golf::leaky_relu2_mlp's fused up GEMM + activation;  y = h @ w_down^T (cuBLAS).
-Kernel path, backward: dW_down = dy^T h (cuBLAS); dpre = (dy @ w_down) * phi' fused (Triton);
+Kernel path, backward: dW_down = dy^T h (cuBLAS); dpre = (dy @ w_down) * phi' fused (Gluon / Triton);
                        dW_up = dpre^T x, dx = dpre @ w_up (cuBLAS). Saved for backward: h [M, F] only.
 The kernel's h carries the sign of u in its last significand bit (see golf.kernels.mlp), so h may differ from
 the reference's by one bf16 ulp; `leaky_relu2_mlp_hidden` returns exactly the h the fused MLP feeds its down
@@ -24,10 +26,11 @@ from golf.ops._dispatch import fallback, kernel_can_run, kernel_runs, note_impl
 
 try:
     from golf.kernels import mlp as _kernels
+    from golf.kernels import mlp_ws as _ws_kernels
 
     _KERNEL_IMPORT_ERROR = ""
 except ImportError as exc:  # triton is optional: every op keeps its reference
-    _kernels = None
+    _kernels = _ws_kernels = None
     _KERNEL_IMPORT_ERROR = f"triton is not importable ({exc})"
 
 
@@ -57,12 +60,29 @@ def _tma_ready(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _up_kernel(x: torch.Tensor, w_up: torch.Tensor, slope: float) -> torch.Tensor:
+    """h from the fused up GEMM: the warp-specialized Gluon kernel where it runs (sm_90, bf16), else Triton's.
+    The two are bit-equal (tests/kernels/test_mlp_ws.py), so the choice never changes a value."""
+    x, w_up = _tma_ready(x), _tma_ready(w_up)
+    if _ws_kernels.runs_on(x):
+        return _ws_kernels.leaky_relu2_mlp_fwd_ws(x, w_up, slope)
+    return _kernels.leaky_relu2_mlp_fwd(x, w_up, slope)
+
+
+def _dpre_kernel(dy: torch.Tensor, w_down: torch.Tensor, h: torch.Tensor, slope: float) -> torch.Tensor:
+    """dpre from the fused GEMM, chosen as in _up_kernel (bit-equal either way)."""
+    dy, w_down, h = _tma_ready(dy), _tma_ready(w_down), _tma_ready(h)
+    if _ws_kernels.runs_on(dy):
+        return _ws_kernels.leaky_relu2_mlp_bwd_ws(dy, w_down, h, slope)
+    return _kernels.leaky_relu2_mlp_bwd(dy, w_down, h, slope)
+
+
 @torch.library.custom_op("golf::leaky_relu2_mlp", mutates_args=())
 def _fused_mlp(
     x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, slope: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (y [M, D_out], h [M, F]); h is returned so that autograd can save it (it is not differentiable)."""
-    h = _kernels.leaky_relu2_mlp_fwd(_tma_ready(x), _tma_ready(w_up), slope)
+    h = _up_kernel(x, w_up, slope)
     return torch.mm(h, w_down.t()), h
 
 
@@ -74,7 +94,7 @@ def _(x, w_up, w_down, slope):
 @torch.library.custom_op("golf::leaky_relu2_mlp_dpre", mutates_args=())
 def _fused_dpre(dy: torch.Tensor, w_down: torch.Tensor, h: torch.Tensor, slope: float) -> torch.Tensor:
     """dpre [M, F] = (dy @ w_down) * phi'(u), phi' decoded from h."""
-    return _kernels.leaky_relu2_mlp_bwd(_tma_ready(dy), _tma_ready(w_down), _tma_ready(h), slope)
+    return _dpre_kernel(dy, w_down, h, slope)
 
 
 @_fused_dpre.register_fake
@@ -114,7 +134,7 @@ _fused_mlp.register_autograd(_fused_mlp_backward, setup_context=_fused_mlp_setup
 
 @torch.library.custom_op("golf::leaky_relu2_mlp_hidden", mutates_args=())
 def _fused_hidden(x: torch.Tensor, w_up: torch.Tensor, slope: float) -> torch.Tensor:
-    return _kernels.leaky_relu2_mlp_fwd(_tma_ready(x), _tma_ready(w_up), slope)
+    return _up_kernel(x, w_up, slope)
 
 
 @_fused_hidden.register_fake
