@@ -33,22 +33,13 @@ CLIP_CODES = {"absmax": 0, "absmax_floor": 1, "sdclip": 2}
 MAX_COLS = 16384  # one row lives in registers; longer rows use the reference (no golf weight has them)
 # Launch settings; `fake_quant_fwd(..., config=)` overrides them (benchmarks/bench_fake_quant.py --sweep).
 # elems: rows per program = elems / padded cols (at least one row); num_warps: None gives one warp per 512
-# padded columns of a row, so a 512-column row never spans two warps (its reductions stay in-warp shuffles);
-# welford: SDClip's row variance in one merged reduction instead of two passes (see the kernel).
-# On the H200 (2026-11-28 sweep, benchmarks/RESULTS.md) 1024 elements per program was the fastest or within
-# 3 % of it at every core11 bank and clip rule; the previous default, 2048 elements with 4 warps, was up to
-# 10 % slower.
-DEFAULT_CONFIG = {"elems": 1024, "num_warps": None, "welford": False}
+# padded columns of a row, so a 512-column row never spans two warps (its reductions stay in-warp shuffles,
+# and SDClip's fp32 std sums in the same order as before the rule, equal to torch's scales on the core11 banks).
+# On the H200 (2026-11-28 sweeps, benchmarks/RESULTS.md) these defaults were the fastest setting over the four
+# core11 banks for both clip rules; SDClip's variance in one pass (E[d^2] - E[d]^2, shifted) or one Welford
+# reduction was 6-21 % slower than the two passes here.
+DEFAULT_CONFIG = {"elems": 1024, "num_warps": None}
 _ROUND_MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: x + M - M rounds |x| <= 2^22 to an integer, half to even
-
-
-@triton.jit
-def _welford_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
-    """Chan et al.'s merge of two (count, mean, sum of squared deviations) partials; empty partials are neutral."""
-    n = n_a + n_b
-    frac_b = tl.where(n > 0, n_b / tl.maximum(n, 1.0), 0.0)
-    delta = mean_b - mean_a
-    return n, mean_a + delta * frac_b, m2_a + m2_b + delta * delta * n_a * frac_b
 
 
 @triton.jit
@@ -56,7 +47,6 @@ def _fake_quant_kernel(
     w_ptr, out_ptr, scale_ptr, n_rows, n_cols, stride_w, stride_out,
     n_cols_f, qmax, k, floor,
     CLIP: tl.constexpr, ROUND_BF16: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
-    WELFORD: tl.constexpr,
 ):
     # n_cols_f is n_cols as fp32, passed separately: triton turns an int argument equal to 1 into a constexpr.
     pid = tl.program_id(0)
@@ -66,17 +56,10 @@ def _fake_quant_kernel(
     mask = row_ok[:, None] & (cols[None, :] < n_cols)  # [BLOCK_R, BLOCK_C]
     rows64 = rows.to(tl.int64)
     w = tl.load(w_ptr + rows64[:, None] * stride_w + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    if CLIP == 2:
-        if WELFORD:
-            # One reduction of (count, mean, M2) with Chan's merge: one cross-warp round instead of the two
-            # passes' two (mean, then the centred sum), numerically as stable as the two passes.
-            count = tl.where(mask, 1.0, 0.0)
-            _, _, m2 = tl.reduce((count, w, tl.zeros_like(w)), axis=1, combine_fn=_welford_merge)
-            var = tl.math.div_rn(m2, n_cols_f)
-        else:
-            mean = tl.math.div_rn(tl.sum(w, axis=1), n_cols_f)  # [BLOCK_R]
-            dev = tl.where(mask, w - mean[:, None], 0.0)
-            var = tl.math.div_rn(tl.sum(dev * dev, axis=1), n_cols_f)
+    if CLIP == 2:  # two passes over the registers: mean, then the centred sum of squares
+        mean = tl.math.div_rn(tl.sum(w, axis=1), n_cols_f)  # [BLOCK_R]
+        dev = tl.where(mask, w - mean[:, None], 0.0)
+        var = tl.math.div_rn(tl.sum(dev * dev, axis=1), n_cols_f)
         c = k * tl.sqrt_rn(var)
     else:
         c = tl.max(tl.abs(w), axis=1)
@@ -123,6 +106,6 @@ def fake_quant_fwd(w: torch.Tensor, qmax: int, clip: str, k: float, floor: float
             w2, out, scales, n_rows, cols, w2.stride(0), out.stride(0),
             float(cols), float(qmax), float(k), float(floor),
             CLIP=CLIP_CODES[clip], ROUND_BF16=w.dtype == torch.bfloat16, BLOCK_R=block_r, BLOCK_C=block_c,
-            WELFORD=cfg["welford"], num_warps=cfg["num_warps"] or min(16, max(1, block_c // 512)),
+            num_warps=cfg["num_warps"] or min(16, max(1, block_c // 512)),
         )
     return out.reshape(w.shape), scales.reshape(w.shape[:-1])

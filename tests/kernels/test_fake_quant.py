@@ -174,12 +174,11 @@ def test_bad_shape():
 
 
 @interpreted
-@pytest.mark.parametrize("welford", [False, True])
-def test_kernel_sdclip_rows_far_from_zero(welford):
+def test_kernel_sdclip_rows_far_from_zero():
     # Rows whose mean is 1000x their spread: a one-pass variance (E[w^2] - mean^2) loses it to cancellation;
-    # both kernel variants must keep the scheme's scales to an fp16 ulp.
+    # the kernel must keep the scheme's scales to an fp16 ulp.
     w = 1.0 + _weights((6, 300), scale=1e-3)
-    _, scales = K.fake_quant_fwd(w, scheme.qmax(6), "sdclip", 12.85, scheme.MIN_SCALE, config={"welford": welford})
+    _, scales = K.fake_quant_fwd(w, scheme.qmax(6), "sdclip", 12.85, scheme.MIN_SCALE)
     ref = scheme.row_scales(w, bits=6, clip="sdclip", k=12.85)
     assert ((scales.float() - ref.float()).abs() / ref.float()).max().item() <= 2.0**-10
 
@@ -201,13 +200,11 @@ def test_cuda_core11_banks_exact(shape, dtype, clip, k):
 @pytest.mark.cuda
 @pytest.mark.parametrize("shape", CORE11_BANKS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("welford", [False, True])
-def test_cuda_core11_banks_sdclip(shape, dtype, welford):
+def test_cuda_core11_banks_sdclip(shape, dtype):
     """SDClip's fp32 std is summed in another order than torch's: scales may differ only where the fp32 value
-    sits on an fp16 rounding boundary (rare), and rows with equal scales are exact. Both variance variants."""
+    sits on an fp16 rounding boundary (rare), and rows with equal scales are exact."""
     w = _weights(shape, dtype=dtype, device="cuda")
-    out, scales = K.fake_quant_fwd(w, scheme.qmax(6), "sdclip", 12.85, scheme.MIN_SCALE,
-                                   config={"welford": welford})
+    out, scales = torch.ops.golf.fake_quant(w, 6, "sdclip", 12.85, "identity")
     ref_scales = scheme.row_scales(w, bits=6, clip="sdclip", k=12.85)
     same = scales == ref_scales  # [B, R]
     assert same.float().mean().item() >= 0.999
