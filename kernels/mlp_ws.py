@@ -112,10 +112,7 @@ except ImportError as exc:  # no triton, or a triton without Gluon's Hopper API
 # Triton kernel 0.356 / 0.499; cuBLAS's plain dy @ w_down 0.249 / 0.354.
 _CONFIG_64x256 = dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, num_stages=4)
 _CONFIG_128x128 = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_stages=5)
-# Cooperative: both consumers on one 128x256 tile, 64 rows each (the Triton kernels' tile, whose operands cost
-# 25 % fewer L2 bytes per FLOP than 128x128's); the epilogue overlaps the producer's next loads only.
-_CONFIG_128x256_COOP = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_stages=3, cooperative=True)
-CANDIDATE_CONFIGS = {"64x256": _CONFIG_64x256, "128x128": _CONFIG_128x128, "128x256coop": _CONFIG_128x256_COOP}
+CANDIDATE_CONFIGS = {"64x256": _CONFIG_64x256, "128x128": _CONFIG_128x128}
 DIRECTIONS = ("fwd", "bwd")
 _DEFAULT_CONFIG = _CONFIG_128x128
 _CONFIGS: dict[tuple[int, int, str], dict] = {
@@ -159,7 +156,7 @@ if AVAILABLE:
 
     @gluon.jit
     def _producer(a_desc, b_desc, h_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free,
-                  M, N, K, num_programs, FORWARD: gl.constexpr, COOP: gl.constexpr):
+                  M, N, K, num_programs, FORWARD: gl.constexpr):
         """One warp: the A / B K-tiles of every tile of this CTA into the ring, then (backward) the tile's h."""
         BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
         BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
@@ -186,22 +183,15 @@ if AVAILABLE:
             if not FORWARD:
                 # After the tile's K-tiles, so that waiting for the buffer never holds back operands a consumer
                 # needs sooner; its consumer is still STAGES K-steps from the epilogue, so h lands in time.
-                if COOP:  # one buffer, freed by both consumers' epilogues of the previous tile
-                    c = 0
-                    t = j
-                else:  # consumer j % 2's buffer, its t-th use
-                    c = j % 2
-                    t = j // 2
-                mbarrier.wait(h_free.index(c), (t & 1) ^ 1)
+                c = j % 2
+                mbarrier.wait(h_free.index(c), ((j // 2) & 1) ^ 1)
                 mbarrier.expect(h_ready.index(c), h_desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(h_desc, [off_m, off_n], h_ready.index(c), hbuf.index(c))
 
     @gluon.jit
     def _consumer(g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K, slope,
-                  num_programs, CONSUMER: gl.constexpr, FORWARD: gl.constexpr, COOP: gl.constexpr,
-                  ACC_M: gl.constexpr):
-        """One warpgroup. Ping-pong: main loop and epilogue of local tiles CONSUMER, CONSUMER + 2, ... of this
-        CTA. Cooperative (COOP): rows [CONSUMER * ACC_M, (CONSUMER + 1) * ACC_M) of every local tile."""
+                  num_programs, CONSUMER: gl.constexpr, FORWARD: gl.constexpr):
+        """One warpgroup: main loop and epilogue of local tiles CONSUMER, CONSUMER + 2, ... of this CTA."""
         BLOCK_M: gl.constexpr = a_ring.type.shape[1]
         BLOCK_K: gl.constexpr = a_ring.type.shape[2]
         BLOCK_N: gl.constexpr = hbuf.type.shape[2]
@@ -213,69 +203,48 @@ if AVAILABLE:
         num_tiles = gl.cdiv(M, BLOCK_M) * num_pid_n
         k_tiles = gl.cdiv(K, BLOCK_K)
         my_tiles = gl.cdiv(num_tiles - pid, num_programs)
-        # (buffer index, first row of this consumer's share of the tile, first local tile, tile step)
-        if COOP:
-            hb: gl.constexpr = 0
-            row0: gl.constexpr = CONSUMER * ACC_M
-            first: gl.constexpr = 0
-            step: gl.constexpr = 1
-            buf = hbuf.index(0).slice(CONSUMER * ACC_M, ACC_M)
-        else:
-            hb: gl.constexpr = CONSUMER
-            row0: gl.constexpr = 0
-            first: gl.constexpr = CONSUMER
-            step: gl.constexpr = 2
-            buf = hbuf.index(CONSUMER)
-        for j in range(first, my_tiles, step):
+        buf = hbuf.index(CONSUMER)
+        for j in range(CONSUMER, my_tiles, 2):
             off_m, off_n = _tile_origin_ws(pid + j * num_programs, num_pid_n, BLOCK_M, BLOCK_N)
             base = j * k_tiles
-            if not COOP:
-                # A parity wait cannot tell fill n from fill n - 2: start only after every ready wait of tile j - 1
-                # (the other consumer's) passed, so that fill n - 1 of each stage read here has landed (see
-                # Ordering). Cooperative consumers both read every fill, and a stage is refilled only after both
-                # released it, so their waits are unambiguous without it.
-                mbarrier.wait(mma_done.index(1 - CONSUMER), ((j - 1) // 2) & 1, pred=j > 0)
-            acc = gl.zeros([ACC_M, BLOCK_N], gl.float32, acc_layout)
+            # A parity wait cannot tell fill n from fill n - 2: start only after every ready wait of tile j - 1
+            # (the other consumer's) passed, so that fill n - 1 of each stage read here has landed (see Ordering).
+            mbarrier.wait(mma_done.index(1 - CONSUMER), ((j - 1) // 2) & 1, pred=j > 0)
+            acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, acc_layout)
             for ki in range(k_tiles):
                 it = base + ki
                 s = it % STAGES
                 mbarrier.wait(ready.index(s), (it // STAGES) & 1)
-                a = a_ring.index(s)
-                if COOP:
-                    a = a.slice(CONSUMER * ACC_M, ACC_M)  # this consumer's rows of the A tile
                 b = b_ring.index(s)
                 if FORWARD:
                     b = b.permute((1, 0))  # [BLOCK_N, BLOCK_K] -> the [BLOCK_K, BLOCK_N] operand, no copy
-                acc = warpgroup_mma(a, b, acc, use_acc=ki > 0, is_async=True)
+                acc = warpgroup_mma(a_ring.index(s), b, acc, use_acc=ki > 0, is_async=True)
                 # One wgmma stays in flight; the previous one has retired, so its stage goes back.
                 acc = warpgroup_mma_wait(num_outstanding=1, deps=[acc])
                 mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), pred=ki > 0)
-            if not COOP:
-                mbarrier.arrive(mma_done.index(CONSUMER))  # every ready wait of tile j passed: j + 1 may start
+            mbarrier.arrive(mma_done.index(CONSUMER))  # every ready wait of tile j passed: j + 1 may start
             acc = warpgroup_mma_wait(num_outstanding=0, deps=[acc])
             mbarrier.arrive(empty.index((base + k_tiles - 1) % STAGES))
 
-            # Epilogue: ping-pong runs it while the other consumer's main loop keeps the tensor cores busy;
-            # cooperative runs it while the producer already refills the ring for the next tile.
+            # Epilogue: runs while the other consumer's main loop keeps the tensor cores busy.
             if FORWARD:
                 # The buffer is free: this consumer's previous store of it was waited for below.
                 buf.store(_encode_h_ws(acc, slope))
             else:
-                mbarrier.wait(h_ready.index(hb), ((j // step) & 1))
+                mbarrier.wait(h_ready.index(CONSUMER), (j // 2) & 1)
                 h = buf.load(acc_layout)
                 dpre = (acc * _activation_grad_ws(h, slope)).to(g_desc.dtype)
                 buf.store(dpre)  # over h: every element is read, then written, by the same thread
             fence_async_shared()  # generic-proxy writes (and the h reads) before the TMA store / next TMA load
-            tma.async_copy_shared_to_global(g_desc, [off_m + row0, off_n], buf)
+            tma.async_copy_shared_to_global(g_desc, [off_m, off_n], buf)
             tma.store_wait(0)  # the store has read the buffer: it may be written (or loaded with h) again
             if not FORWARD:
-                mbarrier.arrive(h_free.index(hb))
+                mbarrier.arrive(h_free.index(CONSUMER))
 
     @gluon.jit
     def _leaky_relu2_mlp_ws_kernel(a_desc, b_desc, h_desc, g_desc, M, N, K, slope, num_programs,
                                    STAGES: gl.constexpr, CONSUMER_NREG: gl.constexpr,
-                                   PRODUCER_NREG: gl.constexpr, FORWARD: gl.constexpr, COOP: gl.constexpr,
-                                   ACC_M: gl.constexpr):
+                                   PRODUCER_NREG: gl.constexpr, FORWARD: gl.constexpr):
         """Producer warp + two ping-pong consumer warpgroups.
 
         FORWARD: g[M, N] = encode(leaky_relu(a[M, K] @ b[N, K]^T, slope)^2) (h_desc is g_desc, only its tile
@@ -283,32 +252,28 @@ if AVAILABLE:
         """
         a_ring = gl.allocate_shared_memory(a_desc.dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
         b_ring = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
-        if COOP:  # one [BLOCK_M, BLOCK_N] buffer, each consumer owns half of its rows
-            hbuf = gl.allocate_shared_memory(h_desc.dtype, [1] + h_desc.block_type.shape, h_desc.layout)
-        else:  # one per consumer
-            hbuf = gl.allocate_shared_memory(h_desc.dtype, [2] + h_desc.block_type.shape, h_desc.layout)
+        hbuf = gl.allocate_shared_memory(h_desc.dtype, [2] + h_desc.block_type.shape, h_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         h_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         h_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         mma_done = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        releases: gl.constexpr = 2 if COOP else 1  # cooperative: both consumers release every stage and h buffer
         for s in gl.static_range(STAGES):
             mbarrier.init(ready.index(s), count=1)
-            mbarrier.init(empty.index(s), count=releases)
+            mbarrier.init(empty.index(s), count=1)
         for c in gl.static_range(2):
             mbarrier.init(h_ready.index(c), count=1)
-            mbarrier.init(h_free.index(c), count=releases)
+            mbarrier.init(h_free.index(c), count=1)
             mbarrier.init(mma_done.index(c), count=1)
         fence_async_shared()  # the initialized barriers, before any TMA signals them
 
         gl.warp_specialize([
             (_consumer, (g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K,
-                         slope, num_programs, 0, FORWARD, COOP, ACC_M)),
+                         slope, num_programs, 0, FORWARD)),
             (_consumer, (g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K,
-                         slope, num_programs, 1, FORWARD, COOP, ACC_M)),
+                         slope, num_programs, 1, FORWARD)),
             (_producer, (a_desc, b_desc, h_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, M, N, K,
-                         num_programs, FORWARD, COOP)),
+                         num_programs, FORWARD)),
         ], [4, 1], [CONSUMER_NREG, PRODUCER_NREG])
 
 
@@ -327,36 +292,30 @@ def runs_on(t: torch.Tensor) -> bool:
 
 
 def smem_bytes(config: dict) -> int:
-    """Shared memory the kernel allocates for `config` (bf16 ring + h/dpre tiles + barriers)."""
+    """Shared memory the kernel allocates for `config` (bf16 ring + two h/dpre tiles + barriers)."""
     bm, bn, bk, stages = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_stages"]
-    h_tiles = 1 if config.get("cooperative", False) else 2
-    return stages * (bm * bk + bk * bn) * 2 + h_tiles * bm * bn * 2 + (2 * stages + 6) * 8
+    return stages * (bm * bk + bk * bn) * 2 + 2 * bm * bn * 2 + (2 * stages + 6) * 8
 
 
-_CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages")
-
-
-def check_config(config: dict) -> tuple[int, int, int, int, bool]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, stages, cooperative) of a valid config, else ValueError naming the bad entry."""
+def check_config(config: dict) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, stages) of a valid config, else ValueError naming the bad entry."""
     try:
-        bm, bn, bk, stages = (int(config[k]) for k in _CONFIG_KEYS)
+        bm, bn, bk, stages = (int(config[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages"))
     except KeyError as exc:
         raise ValueError(f"config {config} lacks {exc}; give BLOCK_M, BLOCK_N, BLOCK_K, num_stages") from None
-    extra = set(config) - {*_CONFIG_KEYS, "cooperative"}
+    extra = set(config) - {"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages"}
     if extra:
         raise ValueError(f"config {config}: unknown keys {sorted(extra)}")
-    coop = bool(config.get("cooperative", False))
-    if bm not in (64, 128) or bn not in (64, 128, 256) or bk not in (16, 32, 64) or (coop and bm != 128):
-        raise ValueError(f"config {config}: BLOCK_M must be 64 or 128 (wgmma warpgroup rows; 128 when "
-                         "cooperative: 64 per consumer), BLOCK_N 64/128/256, BLOCK_K 16/32/64 (one 128-byte swizzle "
-                         "row of bf16 at most)")
-    if bm * bn // (2 if coop else 1) > _ACC_ELEMENTS:
-        raise ValueError(f"config {config}: {bm * bn} accumulators per {'two consumers' if coop else 'consumer'} "
-                         f"> {_ACC_ELEMENTS} each; a consumer holds its fp32 accumulator in 128 registers per thread")
+    if bm not in (64, 128) or bn not in (64, 128, 256) or bk not in (16, 32, 64):
+        raise ValueError(f"config {config}: BLOCK_M must be 64 or 128 (wgmma warpgroup rows), BLOCK_N 64/128/256, "
+                         f"BLOCK_K 16/32/64 (one 128-byte swizzle row of bf16 at most)")
+    if bm * bn > _ACC_ELEMENTS:
+        raise ValueError(f"config {config}: BLOCK_M * BLOCK_N = {bm * bn} > {_ACC_ELEMENTS}; a consumer holds its "
+                         "fp32 accumulator in 128 registers per thread")
     if stages < 2 or smem_bytes(config) > SMEM_LIMIT:
         raise ValueError(f"config {config}: needs num_stages >= 2 and {smem_bytes(config)} <= {SMEM_LIMIT} bytes of "
                          "shared memory; lower num_stages")
-    return bm, bn, bk, stages, coop
+    return bm, bn, bk, stages
 
 
 def _check_device(t: torch.Tensor, name: str) -> None:
@@ -397,21 +356,18 @@ def _launch(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor | None, g: torch.T
     if M == 0:
         return g
     _check_device(a, names[0])
-    bm, bn, bk, stages, coop = check_config(config or launch_config(D, F, direction))
-    acc_m = bm // 2 if coop else bm
+    bm, bn, bk, stages = check_config(config or launch_config(D, F, direction))
     num_tiles = triton.cdiv(M, bm) * triton.cdiv(F, bn)
     # More CTAs than tiles would give a CTA no tile: my_tiles = cdiv(num_tiles - pid, grid) assumes pid < tiles.
     programs = _mlp._num_programs(a.device, num_tiles, 1) if num_programs is None else min(num_programs, num_tiles)
+    g_desc = _descriptor(g, [bm, bn])
     forward = direction == "fwd"
-    # h_desc: the h tile the producer loads (backward), or only the staging buffer's shape (forward); g_desc:
-    # what one consumer stores (half the tile's rows when cooperative).
-    h_desc = _descriptor(g if forward else h, [bm, bn])
-    g_desc = _descriptor(g, [acc_m, bn])
     _leaky_relu2_mlp_ws_kernel[(programs,)](
-        _descriptor(a, [bm, bk]), _descriptor(b, [bn, bk] if forward else [bk, bn]), h_desc, g_desc,
+        _descriptor(a, [bm, bk]), _descriptor(b, [bn, bk] if forward else [bk, bn]),
+        g_desc if forward else _descriptor(h, [bm, bn]), g_desc,
         M, F, D, float(slope) if forward else abs(float(slope)), programs,
-        STAGES=stages, CONSUMER_NREG=CONSUMER_REGS, PRODUCER_NREG=PRODUCER_REGS, FORWARD=forward, COOP=coop,
-        ACC_M=acc_m, num_warps=NUM_WARPS,
+        STAGES=stages, CONSUMER_NREG=CONSUMER_REGS, PRODUCER_NREG=PRODUCER_REGS, FORWARD=forward,
+        num_warps=NUM_WARPS,
     )
     return g
 

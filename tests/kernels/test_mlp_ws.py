@@ -43,8 +43,8 @@ def test_module_flags_and_candidate_configs():
     assert isinstance(W.AVAILABLE, bool)
     assert W.AVAILABLE or W.UNAVAILABLE_REASON
     for name, cfg in W.CANDIDATE_CONFIGS.items():
-        bm, bn, bk, stages, coop = W.check_config(cfg)
-        assert bm * bn // (2 if coop else 1) == 64 * 256 and bk == 64, name  # 128 fp32 registers per thread
+        bm, bn, bk, stages = W.check_config(cfg)
+        assert bm * bn == 64 * 256 and bk == 64, name  # 128 accumulator registers per consumer thread
         assert W.smem_bytes(cfg) <= W.SMEM_LIMIT, name
     for direction in W.DIRECTIONS:
         for F in (1536, 2048, 1000):
@@ -138,15 +138,14 @@ from golf.kernels import mlp_ws as W
 assert W.AVAILABLE, W.UNAVAILABLE_REASON
 
 def compile_sm90(cfg, M, D, F, forward):
-    bm, bn, bk, stages, coop = W.check_config(cfg)
+    bm, bn, bk, stages = W.check_config(cfg)
     bf = torch.bfloat16
     a, h = torch.empty(M, D, dtype=bf), torch.empty(M, F, dtype=bf)
     w, w_block = (torch.empty(F, D, dtype=bf), [bn, bk]) if forward else (torch.empty(D, F, dtype=bf), [bk, bn])
-    acc_m = bm // 2 if coop else bm
     args = [W._descriptor(a, [bm, bk]), W._descriptor(w, w_block), W._descriptor(h, [bm, bn]),
-            W._descriptor(h, [acc_m, bn]), M, F, D, 0.5, 132]
+            W._descriptor(h, [bm, bn]), M, F, D, 0.5, 132]
     constexprs = dict(STAGES=stages, CONSUMER_NREG=W.CONSUMER_REGS, PRODUCER_NREG=W.PRODUCER_REGS,
-                      FORWARD=forward, COOP=coop, ACC_M=acc_m)
+                      FORWARD=forward)
     fn = W._leaky_relu2_mlp_ws_kernel
     # The signature, specialization and constants exactly as a launch makes them.
     sig, consts, attrs, it = {}, {}, {}, iter(args)
@@ -197,19 +196,15 @@ def test_compiles_for_sm90(tmp_path):
         cfg = W.CANDIDATE_CONFIGS[name]
         assert cubin > 0 and 0 < shared <= W.SMEM_LIMIT and shared >= W.smem_bytes(cfg) - 64, (name, rows[name])
         assert warps == W.TOTAL_WARPS, (name, warps)  # 4 + 4 + 1, padded to whole warpgroups
-        # Two consumers, each BLOCK_K / 16 wgmma of the consumer's instruction shape per K-step and 64 rows.
-        coop = cfg.get("cooperative", False)
-        acc_rows = cfg["BLOCK_M"] // 2 if coop else cfg["BLOCK_M"]
-        assert wgmma == 2 * cfg["BLOCK_K"] // 16 * (acc_rows // 64), (name, wgmma)
+        # Two consumers, each BLOCK_K / 16 wgmma of the consumer's instruction shape per K-step.
+        assert wgmma == 2 * cfg["BLOCK_K"] // 16 * (cfg["BLOCK_M"] // 64), (name, wgmma)
         assert tma >= 3 and setmaxnreg >= 3, (label, rows[label])
-        # Backward: producer: empty, h_free; each consumer: ready, h_ready and, in ping-pong, the other consumer's
-        # mma_done (the order barrier without which a parity wait mistook fill n - 2 of a stage for fill n).
-        # Forward: no h. Cooperative consumers need no order barrier (both wait for every fill).
-        order_waits = 0 if coop else 2
+        # Backward: producer: empty, h_free; each consumer: ready, h_ready and the other consumer's mma_done (the
+        # order barrier without which a parity wait mistook fill n - 2 of a stage for fill n). Forward: no h.
         if direction == "bwd":
-            assert sqrt > 0 and waits >= 6 + order_waits, (label, sqrt, waits)
+            assert sqrt > 0 and waits >= 8, (label, sqrt, waits)
         else:
-            assert sqrt == 0 and waits >= 3 + order_waits, (label, sqrt, waits)
+            assert sqrt == 0 and waits >= 5, (label, sqrt, waits)
 
 
 # ------------------------------------------------------------------------------------------------ GPU
