@@ -1,8 +1,9 @@
 """The warp-specialized Gluon MLP kernels (golf.kernels.mlp_ws), forward and backward, against golf.kernels.mlp's
 Triton kernels.
 
-CPU: the launcher's argument and config checks, and (with a triton 3.6 install named by GOLF_TRITON36_PATH) a
-compile for sm_90 in a subprocess: cubin, shared memory, warps, wgmma and TMA instructions.
+CPU: the launcher's argument and config checks, and a compile for sm_90 in a subprocess with this triton (or the
+triton 3.6 install named by GOLF_TRITON36_PATH, the GPU machine's version): cubin, shared memory, warps, wgmma
+and TMA instructions.
 GPU (marker cuda, an H200): first a smoke run in a subprocess with a timeout, so that a kernel that hangs
 (an mbarrier phase or count gone wrong) fails one test instead of stalling the suite; then bit-equality with
 golf.kernels.mlp.leaky_relu2_mlp_fwd / _bwd at the record shapes and odd ones, and the 2x rule against an fp64 reference
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,14 +130,12 @@ def test_cpu_operands_are_refused():
 
 _COMPILE_CHECK = r"""
 import itertools, sys, torch, triton
-if not triton.__version__.startswith("3.6"):
-    print("SKIP triton", triton.__version__)
-    sys.exit(0)
-from triton.backends.compiler import BaseBackend, GPUTarget
-from triton._C.libtriton import native_specialize_impl
-from triton.experimental.gluon._runtime import GluonASTSource
 from golf.kernels import mlp_ws as W
-assert W.AVAILABLE, W.UNAVAILABLE_REASON
+if not W.AVAILABLE:
+    print("SKIP triton", triton.__version__, W.UNAVAILABLE_REASON)
+    sys.exit(0)
+from triton.experimental.gluon._runtime import GluonASTSource
+from tests.kernels.sm90_compile import compile_sm90 as compile_for
 
 def compile_sm90(cfg, M, D, F, forward):
     bm, bn, bk, stages = W.check_config(cfg)
@@ -146,21 +146,8 @@ def compile_sm90(cfg, M, D, F, forward):
             W._descriptor(h, [bm, bn]), M, F, D, 0.5, 132]
     constexprs = dict(STAGES=stages, CONSUMER_NREG=W.CONSUMER_REGS, PRODUCER_NREG=W.PRODUCER_REGS,
                       FORWARD=forward)
-    fn = W._leaky_relu2_mlp_ws_kernel
-    # The signature, specialization and constants exactly as a launch makes them.
-    sig, consts, attrs, it = {}, {}, {}, iter(args)
-    for i, p in enumerate(fn.params):
-        if p.is_constexpr:
-            sig[p.name], consts[(i,)] = "constexpr", constexprs[p.name]
-            continue
-        ty, attr = native_specialize_impl(BaseBackend, next(it), False, True, True)
-        sig[p.name] = ty
-        if ty == "constexpr":
-            consts[(i,)] = attr
-        elif isinstance(attr, str):
-            attrs[(i,)] = BaseBackend.parse_attr(attr)
-    src = GluonASTSource(fn, sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 64), options=dict(num_warps=W.NUM_WARPS))
+    return compile_for(W._leaky_relu2_mlp_ws_kernel, args, constexprs, dict(num_warps=W.NUM_WARPS),
+                       source=GluonASTSource)
 
 for (name, cfg), forward in itertools.product(W.CANDIDATE_CONFIGS.items(), (False, True)):
     k = compile_sm90(cfg, 98304, 512, 1536, forward)
@@ -173,13 +160,14 @@ for (name, cfg), forward in itertools.product(W.CANDIDATE_CONFIGS.items(), (Fals
 
 
 def test_compiles_for_sm90(tmp_path):
-    """Both candidate configs, forward and backward, compile with triton 3.6 for sm_90: wgmma, TMA, setmaxnreg,
-    <= 227 KB, 12 warps."""
+    """Both candidate configs, forward and backward, compile for sm_90 with this triton (3.6, the GPU machine's,
+    and 3.8, CI's, both checked): wgmma, TMA, setmaxnreg, <= 227 KB, 12 warps."""
     # GOLF_TRITON36_PATH: a triton 3.6 install (the GPU machine's version) put first on the subprocess's path;
-    # without it the subprocess's own triton is used, and the test skips unless that is 3.6.
+    # without it the subprocess's own triton is used. Skipped only where Gluon lacks warp_specialize.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     tr36 = os.environ.get("GOLF_TRITON36_PATH", "")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (tr36, env.get("PYTHONPATH", "")) if p)
+    repo = str(Path(__file__).resolve().parents[2])  # the subprocess imports tests.kernels.sm90_compile
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (tr36, repo, env.get("PYTHONPATH", "")) if p)
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # a real compile every time, and no cache left behind
     proc = subprocess.run([sys.executable, "-c", _COMPILE_CHECK], env=env, capture_output=True, text=True,
                           timeout=300)
@@ -187,7 +175,7 @@ def test_compiles_for_sm90(tmp_path):
         pytest.skip("triton's ptxas is not available here")
     assert proc.returncode == 0, proc.stderr[-3000:]
     if proc.stdout.startswith("SKIP"):
-        pytest.skip(f"no triton 3.6 (set GOLF_TRITON36_PATH to one): {proc.stdout.strip()}")
+        pytest.skip(f"no Gluon warp_specialize in this triton: {proc.stdout.strip()}")
     rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in proc.stdout.splitlines()}
     print(rows)
     assert set(rows) == {f"{name}/{d}" for name in W.CANDIDATE_CONFIGS for d in ("fwd", "bwd")}, proc.stdout

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,28 +236,13 @@ def test_launchers_validate_shapes_and_dtypes():
 # -- the GPU code path compiles for sm_90 (no GPU needed) ----------------------------------------------------
 
 _COMPILE_CHECK = r"""
-import torch, triton
-from triton.backends.compiler import BaseBackend, GPUTarget
-from triton._C.libtriton import native_specialize_impl
+import torch
 from golf.kernels import newton_schulz as K
+from tests.kernels.sm90_compile import compile_sm90 as compile_for
 assert not K.INTERPRETED
 
 def compile_sm90(fn, args, constexprs, cfg):
-    # The signature, specialization (ints equal to 1, 16-divisibility) and constants exactly as a launch makes them.
-    sig, consts, attrs, it = {}, {}, {}, iter(args)
-    for i, p in enumerate(fn.params):
-        if p.is_constexpr:
-            sig[p.name], consts[(i,)] = "constexpr", constexprs[p.name]
-            continue
-        ty, attr = native_specialize_impl(BaseBackend, next(it), False, True, True)
-        sig[p.name] = ty
-        if ty == "constexpr":
-            consts[(i,)] = attr
-        elif isinstance(attr, str):
-            attrs[(i,)] = BaseBackend.parse_attr(attr)
-    src = triton.compiler.ASTSource(fn, sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 64),
-                          options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
+    return compile_for(fn, args, constexprs, dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
 
 def blocks(cfg):
     return {k: v for k, v in cfg.items() if k not in ("num_warps", "num_stages")}
@@ -282,6 +268,8 @@ def test_kernels_compile_for_sm90(tmp_path):
     """The sym and update kernels must compile to pipelined wgmma (cp.async prefetch) within sm_90's 227 KB."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # a real compile every time, and no cache left behind
+    repo = str(Path(__file__).resolve().parents[2])  # the subprocess imports tests.kernels.sm90_compile
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run([sys.executable, "-c", _COMPILE_CHECK], env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
         pytest.skip("triton's ptxas is not available here")
