@@ -81,6 +81,8 @@ check bit-equality with the Triton kernels; benchmarks/bench_mlp_ws.py times the
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 try:
@@ -327,9 +329,15 @@ def _check_device(t: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} is on {t.device}: the warp-specialized kernels need a Hopper GPU (sm_90)")
 
 
+@functools.cache
+def _smem_layout(block: tuple[int, ...]):
+    # get_default_for costs ~17 us of host time per call, four per launch: ~70 us, more than the rest of the
+    # launch path; the layout depends on the block shape only.
+    return gl.NVMMASharedLayout.get_default_for(list(block), gl.bfloat16)
+
+
 def _descriptor(t: torch.Tensor, block: list[int]) -> _GluonDescriptor:
-    layout = gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16)
-    return _GluonDescriptor(t, list(t.shape), list(t.stride()), block, layout)
+    return _GluonDescriptor(t, list(t.shape), list(t.stride()), block, _smem_layout(tuple(block)))
 
 
 def _check_first(name: str, t: torch.Tensor) -> None:
