@@ -19,12 +19,16 @@ projection, which is what GPTQ calibration must see.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 from golf.ops._dispatch import fallback, kernel_can_run, kernel_runs, note_impl
 
 try:
+    from triton.errors import TritonError  # compile errors, ptxas failures, too little shared memory
+
     from golf.kernels import mlp as _kernels
     from golf.kernels import mlp_ws as _ws_kernels
 
@@ -60,21 +64,31 @@ def _tma_ready(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _gluon_or_triton(gluon, triton_kernel, *args):
+    """The warp-specialized Gluon kernel where it runs (sm_90, bf16), else the Triton one; the two are bit-equal
+    (tests/kernels/test_mlp_ws.py), so the choice never changes a value. Gluon is Triton's experimental layer: if
+    this triton cannot build the Gluon kernel, warn once and keep to the Triton kernels from then on."""
+    if _ws_kernels.runs_on(args[0]):
+        try:
+            return gluon(*args)
+        except TritonError as exc:
+            _ws_kernels.ENABLED = False
+            warnings.warn(f"golf.ops.leaky_relu2_mlp: the warp-specialized Gluon kernel failed to build with this "
+                          f"triton ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); using the Triton "
+                          "kernels from now on (same values, slower)", RuntimeWarning, stacklevel=3)
+    return triton_kernel(*args)
+
+
 def _up_kernel(x: torch.Tensor, w_up: torch.Tensor, slope: float) -> torch.Tensor:
-    """h from the fused up GEMM: the warp-specialized Gluon kernel where it runs (sm_90, bf16), else Triton's.
-    The two are bit-equal (tests/kernels/test_mlp_ws.py), so the choice never changes a value."""
+    """h from the fused up GEMM (Gluon or Triton, as _gluon_or_triton chooses)."""
     x, w_up = _tma_ready(x), _tma_ready(w_up)
-    if _ws_kernels.runs_on(x):
-        return _ws_kernels.leaky_relu2_mlp_fwd_ws(x, w_up, slope)
-    return _kernels.leaky_relu2_mlp_fwd(x, w_up, slope)
+    return _gluon_or_triton(_ws_kernels.leaky_relu2_mlp_fwd_ws, _kernels.leaky_relu2_mlp_fwd, x, w_up, slope)
 
 
 def _dpre_kernel(dy: torch.Tensor, w_down: torch.Tensor, h: torch.Tensor, slope: float) -> torch.Tensor:
-    """dpre from the fused GEMM, chosen as in _up_kernel (bit-equal either way)."""
+    """dpre from the fused backward GEMM (Gluon or Triton, as _gluon_or_triton chooses)."""
     dy, w_down, h = _tma_ready(dy), _tma_ready(w_down), _tma_ready(h)
-    if _ws_kernels.runs_on(dy):
-        return _ws_kernels.leaky_relu2_mlp_bwd_ws(dy, w_down, h, slope)
-    return _kernels.leaky_relu2_mlp_bwd(dy, w_down, h, slope)
+    return _gluon_or_triton(_ws_kernels.leaky_relu2_mlp_bwd_ws, _kernels.leaky_relu2_mlp_bwd, dy, w_down, h, slope)
 
 
 @torch.library.custom_op("golf::leaky_relu2_mlp", mutates_args=())

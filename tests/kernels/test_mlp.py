@@ -252,6 +252,40 @@ def test_unsupported_shape_falls_back_with_one_warning():
     torch.testing.assert_close(y2, y1, rtol=0, atol=0)
 
 
+@interpreted
+def test_gluon_build_failure_falls_back_to_triton_with_one_warning(monkeypatch):
+    # Where the Gluon kernels would run (sm_90) but this triton cannot build them, the op warns once, keeps to the
+    # Triton kernels from then on, and its values are the Triton kernels' (forward and every gradient).
+    from triton.compiler.errors import CompilationError
+
+    from golf.kernels import mlp_ws
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise CompilationError("mlp_ws.py", None, "warp_specialize() got an unexpected keyword argument")
+
+    monkeypatch.setattr(mlp_ws, "ENABLED", True)
+    monkeypatch.setattr(mlp_ws, "runs_on", lambda t: mlp_ws.ENABLED)  # as on an H100 / H200
+    monkeypatch.setattr(mlp_ws, "leaky_relu2_mlp_fwd_ws", broken)
+    monkeypatch.setattr(mlp_ws, "leaky_relu2_mlp_bwd_ws", broken)
+    x, w_up, w_down, dy = make_inputs((21,), 16, 40, torch.float32, seed=3)
+    leaves = [t.clone().requires_grad_() for t in (x, w_up, w_down)]
+    with pytest.warns(RuntimeWarning, match="failed to build") as caught:
+        y = golf.ops.leaky_relu2_mlp(*leaves, 0.5)
+        y.backward(dy)
+        golf.ops.leaky_relu2_mlp(x, w_up, w_down, 0.5)
+    assert len([w for w in caught if "Gluon" in str(w.message)]) == 1 and calls == [1] and not mlp_ws.ENABLED
+    monkeypatch.setattr(mlp_ws, "ENABLED", False)
+    expect = [t.clone().requires_grad_() for t in (x, w_up, w_down)]
+    y_ref = golf.ops.leaky_relu2_mlp(*expect, 0.5)
+    y_ref.backward(dy)
+    assert torch.equal(y, y_ref)
+    for got, want in zip(leaves, expect):
+        assert torch.equal(got.grad, want.grad)
+
+
 def test_hidden_with_autograd_uses_reference():
     x, w_up, _, _ = make_inputs((5,), 16, 24, torch.float32)
     w_up.requires_grad_()
