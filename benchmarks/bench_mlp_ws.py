@@ -32,12 +32,11 @@ M, D, SLOPE = 98304, 512, 0.5
 
 
 def gluon_configs() -> dict[str, dict]:
-    """The candidates and each with one stage fewer (more room, less prefetch depth) where that is valid."""
+    """The candidates and each with one stage fewer (more room, less prefetch depth)."""
     out = {}
     for name, cfg in W.CANDIDATE_CONFIGS.items():
         out[f"{name}s{cfg['num_stages']}"] = dict(cfg)
-        if cfg["num_stages"] > 2:
-            out[f"{name}s{cfg['num_stages'] - 1}"] = dict(cfg, num_stages=cfg["num_stages"] - 1)
+        out[f"{name}s{cfg['num_stages'] - 1}"] = dict(cfg, num_stages=cfg["num_stages"] - 1)
     return out
 
 

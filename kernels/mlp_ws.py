@@ -107,24 +107,19 @@ except ImportError as exc:  # no triton, or a triton without Gluon's Hopper API
     AVAILABLE = False
     UNAVAILABLE_REASON = f"Gluon is not importable: {exc}"
 
-# Launch configs keyed by (D, F) and direction. Every tile shape holds 16,384 fp32 accumulators per consumer (128
+# Launch configs keyed by (D, F) and direction. Both tile shapes hold 16,384 fp32 accumulators per consumer (128
 # per thread); 64x256 issues the Triton kernels' own wgmma shape (m64n256k16), 128x128 moves 20 % fewer bytes
 # from L2. Backward, on one H200 (2026-11-28, benchmarks/bench_mlp_ws.py, M = 98,304, ms): 128x128 with 4 / 5
 # stages 0.306 / 0.320 at F = 1536 and 0.431 / 0.405 at F = 2048; 64x256 with 4 stages 0.333 / 0.462; the
 # Triton kernel 0.356 / 0.499; cuBLAS's plain dy @ w_down 0.249 / 0.354.
-# panel=True keeps A's [BLOCK_M, K] row block resident in shared memory (K <= 512 at 128 rows): per 128x128 tile
-# only B's [K, 128] streams through the ring, half the L2 bytes of streaming both operands.
 _CONFIG_64x256 = dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, num_stages=4)
 _CONFIG_128x128 = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_stages=5)
-_CONFIG_PANEL64 = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_stages=2, panel=True)
-_CONFIG_PANEL32 = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_stages=4, panel=True)
-CANDIDATE_CONFIGS = {"64x256": _CONFIG_64x256, "128x128": _CONFIG_128x128, "panel64": _CONFIG_PANEL64,
-                     "panel32": _CONFIG_PANEL32}
+CANDIDATE_CONFIGS = {"64x256": _CONFIG_64x256, "128x128": _CONFIG_128x128}
 DIRECTIONS = ("fwd", "bwd")
 _DEFAULT_CONFIG = _CONFIG_128x128
-_DEFAULT_PANEL_CONFIG = _CONFIG_PANEL32
-_CONFIGS: dict[tuple[int, int, str], dict] = {}
-_CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages", "panel")
+_CONFIGS: dict[tuple[int, int, str], dict] = {
+    (512, 1536, "bwd"): dict(_CONFIG_128x128, num_stages=4),
+}
 
 NUM_WARPS = 4  # the default partition (consumer 0); the workers add 4 + 1 warps, padded to 12 in all
 CONSUMER_REGS = 232  # per thread, through setmaxnreg; the default partition receives the same from the pool
@@ -139,23 +134,8 @@ ENABLED = True
 if AVAILABLE:
 
     @gluon.jit
-    def _schedule(pid, num_programs, num_tiles, PANEL: gl.constexpr):
-        """(first, count, stride): this CTA's j-th tile is first + j * stride, j < count. Panel mode: a contiguous
-        run of the row-major tile order, so the resident A panel changes only with the row block (the runs'
-        lengths differ by at most one). Streaming: tiles pid, pid + grid, ... (as kernels/mlp.py's kernels), so
-        that concurrent CTAs share A's row block in L2."""
-        if PANEL:
-            first = pid * num_tiles // num_programs
-            count = (pid + 1) * num_tiles // num_programs - first
-            stride = 1
-        else:
-            first = pid
-            count = gl.cdiv(num_tiles - pid, num_programs)
-            stride = num_programs
-        return first, count, stride
-
-    @gluon.jit
     def _tile_origin_ws(tile_id, num_pid_n, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+        # Row-major tile order, as kernels/mlp.py's _tile_origin: concurrent CTAs share dy's row block in L2.
         return (tile_id // num_pid_n) * BLOCK_M, (tile_id % num_pid_n) * BLOCK_N
 
     @gluon.jit
@@ -177,39 +157,27 @@ if AVAILABLE:
         return 2.0 * root * gl.where(pos, 1.0, -abs_slope)
 
     @gluon.jit
-    def _producer(a_desc, b_desc, h_desc, a_smem, b_ring, hbuf, ready, empty, a_ready, a_free, h_ready, h_free,
-                  M, N, K, num_programs, FORWARD: gl.constexpr, PANEL: gl.constexpr):
-        """One warp: the B K-tiles (streaming: and the A K-tiles) of every tile of this CTA into the ring, the A
-        panel of each new row block (panel mode), then (backward) the tile's h."""
+    def _producer(a_desc, b_desc, h_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free,
+                  M, N, K, num_programs, FORWARD: gl.constexpr):
+        """One warp: the A / B K-tiles of every tile of this CTA into the ring, then (backward) the tile's h."""
         BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
         BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
         BLOCK_N: gl.constexpr = hbuf.type.shape[2]
-        STAGES: gl.constexpr = b_ring.type.shape[0]
+        STAGES: gl.constexpr = a_ring.type.shape[0]
+        pid = gl.program_id(0)
         num_pid_n = gl.cdiv(N, BLOCK_N)
+        num_tiles = gl.cdiv(M, BLOCK_M) * num_pid_n
         k_tiles = gl.cdiv(K, BLOCK_K)
-        first, my_tiles, stride = _schedule(gl.program_id(0), num_programs, gl.cdiv(M, BLOCK_M) * num_pid_n, PANEL)
+        my_tiles = gl.cdiv(num_tiles - pid, num_programs)
         for j in range(my_tiles):
-            tile = first + j * stride
-            off_m, off_n = _tile_origin_ws(tile, num_pid_n, BLOCK_M, BLOCK_N)
-            # Panel mode: the CTA's first tile and each first tile of a row block load row block p's panel,
-            # K-tile by K-tile, each after the previous panel's last users released that K-tile (a_free).
-            new_panel = (j == 0) | (off_n == 0)
-            p = tile // num_pid_n - first // num_pid_n
+            off_m, off_n = _tile_origin_ws(pid + j * num_programs, num_pid_n, BLOCK_M, BLOCK_N)
             for ki in range(k_tiles):
-                if PANEL:
-                    mbarrier.wait(a_free.index(ki), (p & 1) ^ 1, pred=new_panel)
-                    mbarrier.expect(a_ready.index(ki), a_desc.block_type.nbytes, pred=new_panel)
-                    tma.async_copy_global_to_shared(a_desc, [off_m, ki * BLOCK_K], a_ready.index(ki),
-                                                    a_smem.index(ki), pred=new_panel)
                 it = j * k_tiles + ki
                 s = it % STAGES
                 # Fill n = it // STAGES of stage s waits for release n - 1 (fill 0 passes at once).
                 mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-                if PANEL:
-                    mbarrier.expect(ready.index(s), b_desc.block_type.nbytes)
-                else:
-                    mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
-                    tma.async_copy_global_to_shared(a_desc, [off_m, ki * BLOCK_K], ready.index(s), a_smem.index(s))
+                mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(a_desc, [off_m, ki * BLOCK_K], ready.index(s), a_ring.index(s))
                 if FORWARD:  # w_up [N, K]: its [BLOCK_N, BLOCK_K] tile, used transposed
                     tma.async_copy_global_to_shared(b_desc, [off_n, ki * BLOCK_K], ready.index(s), b_ring.index(s))
                 else:  # w_down [K, N]
@@ -223,34 +191,24 @@ if AVAILABLE:
                 tma.async_copy_global_to_shared(h_desc, [off_m, off_n], h_ready.index(c), hbuf.index(c))
 
     @gluon.jit
-    def _consumer(g_desc, a_smem, b_ring, hbuf, ready, empty, a_ready, a_free, h_ready, h_free, mma_done,
-                  M, N, K, slope, num_programs, CONSUMER: gl.constexpr, FORWARD: gl.constexpr,
-                  PANEL: gl.constexpr):
+    def _consumer(g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K, slope,
+                  num_programs, CONSUMER: gl.constexpr, FORWARD: gl.constexpr):
         """One warpgroup: main loop and epilogue of local tiles CONSUMER, CONSUMER + 2, ... of this CTA."""
-        BLOCK_M: gl.constexpr = a_smem.type.shape[1]
-        BLOCK_K: gl.constexpr = a_smem.type.shape[2]
+        BLOCK_M: gl.constexpr = a_ring.type.shape[1]
+        BLOCK_K: gl.constexpr = a_ring.type.shape[2]
         BLOCK_N: gl.constexpr = hbuf.type.shape[2]
-        STAGES: gl.constexpr = b_ring.type.shape[0]
-        K_TILES: gl.constexpr = a_smem.type.shape[0]  # panel mode: the panel's K-tiles
+        STAGES: gl.constexpr = a_ring.type.shape[0]
         acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                              instr_shape=[16, BLOCK_N, 16])
+        pid = gl.program_id(0)
         num_pid_n = gl.cdiv(N, BLOCK_N)
+        num_tiles = gl.cdiv(M, BLOCK_M) * num_pid_n
         k_tiles = gl.cdiv(K, BLOCK_K)
-        first, my_tiles, stride = _schedule(gl.program_id(0), num_programs, gl.cdiv(M, BLOCK_M) * num_pid_n, PANEL)
-        end = first + my_tiles * stride
+        my_tiles = gl.cdiv(num_tiles - pid, num_programs)
         buf = hbuf.index(CONSUMER)
         for j in range(CONSUMER, my_tiles, 2):
-            tile = first + j * stride
-            off_m, off_n = _tile_origin_ws(tile, num_pid_n, BLOCK_M, BLOCK_N)
+            off_m, off_n = _tile_origin_ws(pid + j * num_programs, num_pid_n, BLOCK_M, BLOCK_N)
             base = j * k_tiles
-            # Panel mode. The CTA's tiles of one row block form a run; its panel is phase p of a_ready. The run's
-            # last two tiles (one per consumer) release each panel K-tile once their wgmma on it retired:
-            # a_free counts 2, and a lone tile (run of one) arrives twice.
-            p = tile // num_pid_n - first // num_pid_n
-            run_first = (j == 0) | (off_n == 0)
-            run_last = (tile + 1 == end) | (off_n + BLOCK_N >= N)
-            frees = run_last | (tile + 2 == end) | ((tile % num_pid_n) == num_pid_n - 2)
-            lone = run_first & run_last
             # A parity wait cannot tell fill n from fill n - 2: start only after every ready wait of tile j - 1
             # (the other consumer's) passed, so that fill n - 1 of each stage read here has landed (see Ordering).
             mbarrier.wait(mma_done.index(1 - CONSUMER), ((j - 1) // 2) & 1, pred=j > 0)
@@ -259,28 +217,16 @@ if AVAILABLE:
                 it = base + ki
                 s = it % STAGES
                 mbarrier.wait(ready.index(s), (it // STAGES) & 1)
-                if PANEL:
-                    mbarrier.wait(a_ready.index(ki), p & 1)
-                    a = a_smem.index(ki)
-                else:
-                    a = a_smem.index(s)
                 b = b_ring.index(s)
                 if FORWARD:
                     b = b.permute((1, 0))  # [BLOCK_N, BLOCK_K] -> the [BLOCK_K, BLOCK_N] operand, no copy
-                acc = warpgroup_mma(a, b, acc, use_acc=ki > 0, is_async=True)
+                acc = warpgroup_mma(a_ring.index(s), b, acc, use_acc=ki > 0, is_async=True)
                 # One wgmma stays in flight; the previous one has retired, so its stage goes back.
                 acc = warpgroup_mma_wait(num_outstanding=1, deps=[acc])
                 mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), pred=ki > 0)
-                if PANEL:
-                    prev = (ki + K_TILES - 1) % K_TILES
-                    mbarrier.arrive(a_free.index(prev), pred=(ki > 0) & frees)
-                    mbarrier.arrive(a_free.index(prev), pred=(ki > 0) & lone)
             mbarrier.arrive(mma_done.index(CONSUMER))  # every ready wait of tile j passed: j + 1 may start
             acc = warpgroup_mma_wait(num_outstanding=0, deps=[acc])
             mbarrier.arrive(empty.index((base + k_tiles - 1) % STAGES))
-            if PANEL:
-                mbarrier.arrive(a_free.index(k_tiles - 1), pred=frees)
-                mbarrier.arrive(a_free.index(k_tiles - 1), pred=lone)
 
             # Epilogue: runs while the other consumer's main loop keeps the tensor cores busy.
             if FORWARD:
@@ -299,33 +245,24 @@ if AVAILABLE:
 
     @gluon.jit
     def _leaky_relu2_mlp_ws_kernel(a_desc, b_desc, h_desc, g_desc, M, N, K, slope, num_programs,
-                                   STAGES: gl.constexpr, K_TILES: gl.constexpr, CONSUMER_NREG: gl.constexpr,
-                                   PRODUCER_NREG: gl.constexpr, FORWARD: gl.constexpr, PANEL: gl.constexpr):
+                                   STAGES: gl.constexpr, CONSUMER_NREG: gl.constexpr,
+                                   PRODUCER_NREG: gl.constexpr, FORWARD: gl.constexpr):
         """Producer warp + two ping-pong consumer warpgroups.
 
         FORWARD: g[M, N] = encode(leaky_relu(a[M, K] @ b[N, K]^T, slope)^2) (h_desc is g_desc, only its tile
         shape and layout are used). Backward: g[M, N] = (a[M, K] @ b[K, N]) * phi'(h[M, N]), slope = |slope|.
-        PANEL: A's row block stays in shared memory as K_TILES = cdiv(K, BLOCK_K) K-tiles and the ring holds B
-        alone; otherwise the ring holds A and B (K_TILES is unused).
         """
-        A_BUFS: gl.constexpr = K_TILES if PANEL else STAGES
-        a_smem = gl.allocate_shared_memory(a_desc.dtype, [A_BUFS] + a_desc.block_type.shape, a_desc.layout)
+        a_ring = gl.allocate_shared_memory(a_desc.dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
         b_ring = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
         hbuf = gl.allocate_shared_memory(h_desc.dtype, [2] + h_desc.block_type.shape, h_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        PANEL_BARS: gl.constexpr = K_TILES if PANEL else 1
-        a_ready = gl.allocate_shared_memory(gl.int64, [PANEL_BARS, 1], mbarrier.MBarrierLayout())
-        a_free = gl.allocate_shared_memory(gl.int64, [PANEL_BARS, 1], mbarrier.MBarrierLayout())
         h_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         h_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         mma_done = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         for s in gl.static_range(STAGES):
             mbarrier.init(ready.index(s), count=1)
             mbarrier.init(empty.index(s), count=1)
-        for k in gl.static_range(PANEL_BARS):
-            mbarrier.init(a_ready.index(k), count=1)
-            mbarrier.init(a_free.index(k), count=2)
         for c in gl.static_range(2):
             mbarrier.init(h_ready.index(c), count=1)
             mbarrier.init(h_free.index(c), count=1)
@@ -333,24 +270,20 @@ if AVAILABLE:
         fence_async_shared()  # the initialized barriers, before any TMA signals them
 
         gl.warp_specialize([
-            (_consumer, (g_desc, a_smem, b_ring, hbuf, ready, empty, a_ready, a_free, h_ready, h_free, mma_done,
-                         M, N, K, slope, num_programs, 0, FORWARD, PANEL)),
-            (_consumer, (g_desc, a_smem, b_ring, hbuf, ready, empty, a_ready, a_free, h_ready, h_free, mma_done,
-                         M, N, K, slope, num_programs, 1, FORWARD, PANEL)),
-            (_producer, (a_desc, b_desc, h_desc, a_smem, b_ring, hbuf, ready, empty, a_ready, a_free, h_ready,
-                         h_free, M, N, K, num_programs, FORWARD, PANEL)),
+            (_consumer, (g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K,
+                         slope, num_programs, 0, FORWARD)),
+            (_consumer, (g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K,
+                         slope, num_programs, 1, FORWARD)),
+            (_producer, (a_desc, b_desc, h_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, M, N, K,
+                         num_programs, FORWARD)),
         ], [4, 1], [CONSUMER_NREG, PRODUCER_NREG])
 
 
 def launch_config(d_model: int, d_hidden: int, direction: str = "bwd") -> dict:
-    """The launch config used for a (D, F) shape; `direction` is "fwd" or "bwd". Without a measured entry: the
-    resident-panel config where A's row block fits in shared memory (D <= 512), else the streaming one."""
+    """The launch config used for a (D, F) shape; `direction` is "fwd" or "bwd"."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction={direction!r}: use 'fwd' or 'bwd'")
-    if (d_model, d_hidden, direction) in _CONFIGS:
-        return dict(_CONFIGS[d_model, d_hidden, direction])
-    fits = smem_bytes(_DEFAULT_PANEL_CONFIG, d_model) <= SMEM_LIMIT
-    return dict(_DEFAULT_PANEL_CONFIG if fits else _DEFAULT_CONFIG)
+    return dict(_CONFIGS.get((d_model, d_hidden, direction), _DEFAULT_CONFIG))
 
 
 def runs_on(t: torch.Tensor) -> bool:
@@ -360,23 +293,19 @@ def runs_on(t: torch.Tensor) -> bool:
             and torch.cuda.get_device_capability(t.device) == (9, 0))
 
 
-def smem_bytes(config: dict, d_model: int) -> int:
-    """Shared memory the kernel allocates for `config` at K = d_model: the A ring (or panel), the B ring, two
-    h/dpre tiles and the barriers."""
+def smem_bytes(config: dict) -> int:
+    """Shared memory the kernel allocates for `config` (bf16 ring + two h/dpre tiles + barriers)."""
     bm, bn, bk, stages = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_stages"]
-    a_bufs = triton.cdiv(d_model, bk) if config.get("panel") else stages
-    barriers = 2 * stages + (2 * a_bufs if config.get("panel") else 2) + 6
-    return a_bufs * bm * bk * 2 + stages * bk * bn * 2 + 2 * bm * bn * 2 + barriers * 8
+    return stages * (bm * bk + bk * bn) * 2 + 2 * bm * bn * 2 + (2 * stages + 6) * 8
 
 
-def check_config(config: dict, d_model: int) -> tuple[int, int, int, int, bool]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, stages, panel) of a config valid at K = d_model, else ValueError naming the bad
-    entry."""
+def check_config(config: dict) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, stages) of a valid config, else ValueError naming the bad entry."""
     try:
-        bm, bn, bk, stages = (int(config[k]) for k in _CONFIG_KEYS[:4])
+        bm, bn, bk, stages = (int(config[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages"))
     except KeyError as exc:
         raise ValueError(f"config {config} lacks {exc}; give BLOCK_M, BLOCK_N, BLOCK_K, num_stages") from None
-    extra = set(config) - set(_CONFIG_KEYS)
+    extra = set(config) - {"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages"}
     if extra:
         raise ValueError(f"config {config}: unknown keys {sorted(extra)}")
     if bm not in (64, 128) or bn not in (64, 128, 256) or bk not in (16, 32, 64):
@@ -385,10 +314,10 @@ def check_config(config: dict, d_model: int) -> tuple[int, int, int, int, bool]:
     if bm * bn > _ACC_ELEMENTS:
         raise ValueError(f"config {config}: BLOCK_M * BLOCK_N = {bm * bn} > {_ACC_ELEMENTS}; a consumer holds its "
                          "fp32 accumulator in 128 registers per thread")
-    if stages < 2 or smem_bytes(config, d_model) > SMEM_LIMIT:
-        raise ValueError(f"config {config}: needs num_stages >= 2 and {smem_bytes(config, d_model)} <= {SMEM_LIMIT} "
-                         f"bytes of shared memory at K = {d_model}; lower num_stages (or, with panel=True, K)")
-    return bm, bn, bk, stages, bool(config.get("panel", False))
+    if stages < 2 or smem_bytes(config) > SMEM_LIMIT:
+        raise ValueError(f"config {config}: needs num_stages >= 2 and {smem_bytes(config)} <= {SMEM_LIMIT} bytes of "
+                         "shared memory; lower num_stages")
+    return bm, bn, bk, stages
 
 
 def _check_device(t: torch.Tensor, name: str) -> None:
@@ -435,7 +364,7 @@ def _launch(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor | None, g: torch.T
     if M == 0:
         return g
     _check_device(a, names[0])
-    bm, bn, bk, stages, panel = check_config(config or launch_config(D, F, direction), D)
+    bm, bn, bk, stages = check_config(config or launch_config(D, F, direction))
     num_tiles = triton.cdiv(M, bm) * triton.cdiv(F, bn)
     # More CTAs than tiles would give a CTA no tile: my_tiles = cdiv(num_tiles - pid, grid) assumes pid < tiles.
     programs = _mlp._num_programs(a.device, num_tiles, 1) if num_programs is None else min(num_programs, num_tiles)
@@ -445,8 +374,8 @@ def _launch(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor | None, g: torch.T
         _descriptor(a, [bm, bk]), _descriptor(b, [bn, bk] if forward else [bk, bn]),
         g_desc if forward else _descriptor(h, [bm, bn]), g_desc,
         M, F, D, float(slope) if forward else abs(float(slope)), programs,
-        STAGES=stages, K_TILES=triton.cdiv(D, bk) if panel else 1, CONSUMER_NREG=CONSUMER_REGS,
-        PRODUCER_NREG=PRODUCER_REGS, FORWARD=forward, PANEL=panel, num_warps=NUM_WARPS,
+        STAGES=stages, CONSUMER_NREG=CONSUMER_REGS, PRODUCER_NREG=PRODUCER_REGS, FORWARD=forward,
+        num_warps=NUM_WARPS,
     )
     return g
 

@@ -45,12 +45,12 @@ def test_module_flags_and_candidate_configs():
     assert isinstance(W.AVAILABLE, bool)
     assert W.AVAILABLE or W.UNAVAILABLE_REASON
     for name, cfg in W.CANDIDATE_CONFIGS.items():
-        bm, bn, bk, stages, panel = W.check_config(cfg, 512)
-        assert bm * bn == 64 * 256, name  # 128 accumulator registers per consumer thread
-        assert W.smem_bytes(cfg, 512) <= W.SMEM_LIMIT, name
+        bm, bn, bk, stages = W.check_config(cfg)
+        assert bm * bn == 64 * 256 and bk == 64, name  # 128 accumulator registers per consumer thread
+        assert W.smem_bytes(cfg) <= W.SMEM_LIMIT, name
     for direction in W.DIRECTIONS:
-        for D, F in ((512, 1536), (512, 2048), (512, 1000), (768, 2048), (200, 264)):
-            W.check_config(W.launch_config(D, F, direction), D)
+        for F in (1536, 2048, 1000):
+            W.check_config(W.launch_config(512, F, direction))
     with pytest.raises(ValueError, match="direction"):
         W.launch_config(512, 1536, "up")
 
@@ -66,17 +66,7 @@ def test_module_flags_and_candidate_configs():
 ])
 def test_bad_configs_raise(bad):
     with pytest.raises(ValueError, match="config"):
-        W.check_config(bad, 512)
-
-
-def test_panel_smem_grows_with_k():
-    """The resident panel holds A's whole [BLOCK_M, K] row block: 128 rows x K = 512 fit (128 KB), K = 768 not."""
-    panel = W.CANDIDATE_CONFIGS["panel64"]
-    assert W.smem_bytes(panel, 768) - W.smem_bytes(panel, 512) == 128 * 256 * 2 + 4 * 2 * 8  # 4 K-tiles + barriers
-    with pytest.raises(ValueError, match="K = 768"):
-        W.check_config(panel, 768)
-    streaming = W.CANDIDATE_CONFIGS["128x128"]
-    assert W.smem_bytes(streaming, 768) == W.smem_bytes(streaming, 512)
+        W.check_config(bad)
 
 
 @pytest.mark.parametrize("case", ["fp32", "3d", "w_shape", "h_shape", "out_dtype", "stride"])
@@ -148,14 +138,14 @@ from triton.experimental.gluon._runtime import GluonASTSource
 from tests.kernels.sm90_compile import compile_sm90 as compile_for
 
 def compile_sm90(cfg, M, D, F, forward):
-    bm, bn, bk, stages, panel = W.check_config(cfg, D)
+    bm, bn, bk, stages = W.check_config(cfg)
     bf = torch.bfloat16
     a, h = torch.empty(M, D, dtype=bf), torch.empty(M, F, dtype=bf)
     w, w_block = (torch.empty(F, D, dtype=bf), [bn, bk]) if forward else (torch.empty(D, F, dtype=bf), [bk, bn])
     args = [W._descriptor(a, [bm, bk]), W._descriptor(w, w_block), W._descriptor(h, [bm, bn]),
             W._descriptor(h, [bm, bn]), M, F, D, 0.5, 132]
-    constexprs = dict(STAGES=stages, K_TILES=triton.cdiv(D, bk) if panel else 1, CONSUMER_NREG=W.CONSUMER_REGS,
-                      PRODUCER_NREG=W.PRODUCER_REGS, FORWARD=forward, PANEL=panel)
+    constexprs = dict(STAGES=stages, CONSUMER_NREG=W.CONSUMER_REGS, PRODUCER_NREG=W.PRODUCER_REGS,
+                      FORWARD=forward)
     return compile_for(W._leaky_relu2_mlp_ws_kernel, args, constexprs, dict(num_warps=W.NUM_WARPS),
                        source=GluonASTSource)
 
@@ -192,7 +182,7 @@ def test_compiles_for_sm90(tmp_path):
     for label, (cubin, shared, warps, wgmma, tma, setmaxnreg, sqrt, waits) in rows.items():
         name, direction = label.split("/")
         cfg = W.CANDIDATE_CONFIGS[name]
-        assert cubin > 0 and 0 < shared <= W.SMEM_LIMIT and shared >= W.smem_bytes(cfg, 512) - 64, (label, shared)
+        assert cubin > 0 and 0 < shared <= W.SMEM_LIMIT and shared >= W.smem_bytes(cfg) - 64, (name, rows[name])
         assert warps == W.TOTAL_WARPS, (name, warps)  # 4 + 4 + 1, padded to whole warpgroups
         # Two consumers, each BLOCK_K / 16 wgmma of the consumer's instruction shape per K-step.
         assert wgmma == 2 * cfg["BLOCK_K"] // 16 * (cfg["BLOCK_M"] // 64), (name, wgmma)
