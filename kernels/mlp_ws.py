@@ -127,8 +127,9 @@ PRODUCER_REGS = 40
 TOTAL_WARPS = 12
 SMEM_LIMIT = 232448  # bytes of shared memory one sm_90 CTA may use (227 KB)
 _ACC_ELEMENTS = 64 * 256  # fp32 accumulators one consumer warpgroup holds: 128 registers per thread
-# False makes runs_on() refuse, so golf.ops.mlp uses the Triton kernels (benchmarks/bench_mlp.py's A/B).
+# False makes runs_on() refuse, so golf.ops.mlp uses the Triton kernels (benchmarks/bench_mlp.py's A/B; disable()).
 ENABLED = True
+DISABLED_REASON = ""
 
 
 if AVAILABLE:
@@ -291,6 +292,13 @@ def runs_on(t: torch.Tensor) -> bool:
     tensor on a Hopper GPU (sm_90). golf.ops.mlp takes them there and the Triton kernels everywhere else."""
     return (AVAILABLE and ENABLED and not _mlp.is_interpreted() and t.is_cuda and t.dtype == torch.bfloat16
             and torch.cuda.get_device_capability(t.device) == (9, 0))
+
+
+def disable(reason: str) -> None:
+    """Switch these kernels off for the rest of the process: runs_on() refuses from now on, so golf.ops.mlp keeps
+    to the bit-equal Triton kernels. golf.ops.mlp calls it when this triton cannot build the Gluon kernel."""
+    global ENABLED, DISABLED_REASON
+    ENABLED, DISABLED_REASON = False, reason
 
 
 def smem_bytes(config: dict) -> int:

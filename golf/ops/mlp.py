@@ -64,31 +64,41 @@ def _tma_ready(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _gluon_or_triton(gluon, triton_kernel, *args):
+GLUON_IMPL = "triton (gluon, warp-specialized)"  # implementations()'s record where golf.kernels.mlp_ws ran
+
+
+def _gluon_or_triton(op: str, gluon, triton_kernel, *args):
     """The warp-specialized Gluon kernel where it runs (sm_90, bf16), else the Triton one; the two are bit-equal
-    (tests/kernels/test_mlp_ws.py), so the choice never changes a value. Gluon is Triton's experimental layer: if
-    this triton cannot build the Gluon kernel, warn once and keep to the Triton kernels from then on."""
+    (tests/kernels/test_mlp_ws.py), so the choice never changes a value, and implementations() says which ran
+    (this runs inside the custom op, at every call, also under torch.compile). Gluon is Triton's experimental
+    layer: if this triton cannot build the Gluon kernel, warn once and keep to the Triton kernels from then on."""
     if _ws_kernels.runs_on(args[0]):
         try:
-            return gluon(*args)
+            out = gluon(*args)
         except TritonError as exc:
-            _ws_kernels.ENABLED = False
+            # A compile error's message ends with the cause (its first lines quote the source).
+            reason = f"{type(exc).__name__}: ...{' '.join(str(exc).split())[-200:]}"
+            _ws_kernels.disable(reason)
             warnings.warn(f"golf.ops.leaky_relu2_mlp: the warp-specialized Gluon kernel failed to build with this "
-                          f"triton ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); using the Triton "
-                          "kernels from now on (same values, slower)", RuntimeWarning, stacklevel=3)
+                          f"triton ({reason}); using the Triton kernels from now on (same values, slower)",
+                          RuntimeWarning, stacklevel=3)
+        else:
+            note_impl(op, GLUON_IMPL)
+            return out
     return triton_kernel(*args)
 
 
-def _up_kernel(x: torch.Tensor, w_up: torch.Tensor, slope: float) -> torch.Tensor:
-    """h from the fused up GEMM (Gluon or Triton, as _gluon_or_triton chooses)."""
+def _up_kernel(op: str, x: torch.Tensor, w_up: torch.Tensor, slope: float) -> torch.Tensor:
+    """h from the fused up GEMM (Gluon or Triton, as _gluon_or_triton chooses) for `op`."""
     x, w_up = _tma_ready(x), _tma_ready(w_up)
-    return _gluon_or_triton(_ws_kernels.leaky_relu2_mlp_fwd_ws, _kernels.leaky_relu2_mlp_fwd, x, w_up, slope)
+    return _gluon_or_triton(op, _ws_kernels.leaky_relu2_mlp_fwd_ws, _kernels.leaky_relu2_mlp_fwd, x, w_up, slope)
 
 
 def _dpre_kernel(dy: torch.Tensor, w_down: torch.Tensor, h: torch.Tensor, slope: float) -> torch.Tensor:
     """dpre from the fused backward GEMM (Gluon or Triton, as _gluon_or_triton chooses)."""
     dy, w_down, h = _tma_ready(dy), _tma_ready(w_down), _tma_ready(h)
-    return _gluon_or_triton(_ws_kernels.leaky_relu2_mlp_bwd_ws, _kernels.leaky_relu2_mlp_bwd, dy, w_down, h, slope)
+    return _gluon_or_triton("leaky_relu2_mlp", _ws_kernels.leaky_relu2_mlp_bwd_ws, _kernels.leaky_relu2_mlp_bwd,
+                            dy, w_down, h, slope)
 
 
 @torch.library.custom_op("golf::leaky_relu2_mlp", mutates_args=())
@@ -96,7 +106,7 @@ def _fused_mlp(
     x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, slope: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (y [M, D_out], h [M, F]); h is returned so that autograd can save it (it is not differentiable)."""
-    h = _up_kernel(x, w_up, slope)
+    h = _up_kernel("leaky_relu2_mlp", x, w_up, slope)
     return torch.mm(h, w_down.t()), h
 
 
@@ -148,7 +158,7 @@ _fused_mlp.register_autograd(_fused_mlp_backward, setup_context=_fused_mlp_setup
 
 @torch.library.custom_op("golf::leaky_relu2_mlp_hidden", mutates_args=())
 def _fused_hidden(x: torch.Tensor, w_up: torch.Tensor, slope: float) -> torch.Tensor:
-    return _up_kernel(x, w_up, slope)
+    return _up_kernel("leaky_relu2_mlp_hidden", x, w_up, slope)
 
 
 @_fused_hidden.register_fake

@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 import golf.ops  # noqa: E402
 from golf.kernels import mlp as K  # noqa: E402
 from golf.ops import _dispatch  # noqa: E402
-from golf.ops.mlp import leaky_relu2_mlp_hidden_ref, leaky_relu2_mlp_ref  # noqa: E402
+from golf.ops.mlp import GLUON_IMPL, leaky_relu2_mlp_hidden_ref, leaky_relu2_mlp_ref  # noqa: E402
 
 interpreted = pytest.mark.skipif(not K.INTERPRETED, reason="the CPU kernel tests need TRITON_INTERPRET=1")
 
@@ -277,6 +277,8 @@ def test_gluon_build_failure_falls_back_to_triton_with_one_warning(monkeypatch):
         y.backward(dy)
         golf.ops.leaky_relu2_mlp(x, w_up, w_down, 0.5)
     assert len([w for w in caught if "Gluon" in str(w.message)]) == 1 and calls == [1] and not mlp_ws.ENABLED
+    assert "warp_specialize" in mlp_ws.DISABLED_REASON
+    assert golf.ops.implementations()["leaky_relu2_mlp"] == "triton (interpreter)"  # not the Gluon kernel's
     monkeypatch.setattr(mlp_ws, "ENABLED", False)
     expect = [t.clone().requires_grad_() for t in (x, w_up, w_down)]
     y_ref = golf.ops.leaky_relu2_mlp(*expect, 0.5)
@@ -284,6 +286,26 @@ def test_gluon_build_failure_falls_back_to_triton_with_one_warning(monkeypatch):
     assert torch.equal(y, y_ref)
     for got, want in zip(leaves, expect):
         assert torch.equal(got.grad, want.grad)
+
+
+@interpreted
+def test_implementations_name_the_gluon_kernels_where_they_ran(monkeypatch):
+    # On sm_90 the custom ops run golf.kernels.mlp_ws's kernels; implementations() must say so, for the fused MLP
+    # (forward and backward) and for the hidden op. Simulated here with the bit-equal Triton kernels standing in.
+    from golf.kernels import mlp_ws
+
+    monkeypatch.setattr(mlp_ws, "runs_on", lambda t: True)
+    monkeypatch.setattr(mlp_ws, "leaky_relu2_mlp_fwd_ws", K.leaky_relu2_mlp_fwd)
+    monkeypatch.setattr(mlp_ws, "leaky_relu2_mlp_bwd_ws", K.leaky_relu2_mlp_bwd)
+    _dispatch.reset()
+    x, w_up, w_down, dy = make_inputs((9,), 16, 40, torch.float32, seed=4)
+    golf.ops.leaky_relu2_mlp_hidden(x, w_up, 0.5)
+    assert golf.ops.implementations()["leaky_relu2_mlp_hidden"] == GLUON_IMPL
+    y = golf.ops.leaky_relu2_mlp(x, w_up.requires_grad_(), w_down, 0.5)
+    assert golf.ops.implementations()["leaky_relu2_mlp"] == GLUON_IMPL
+    _dispatch.reset()
+    y.backward(dy)  # dpre, from the backward's own kernel
+    assert golf.ops.implementations() == {"leaky_relu2_mlp": GLUON_IMPL}
 
 
 def test_hidden_with_autograd_uses_reference():
@@ -352,11 +374,15 @@ def test_cuda_matches_fp32_reference(M, D, F, slope, no_tf32):
     check_against_reference(x, w_up, w_down, dy, slope, torch.float32, torch.bfloat16, torch.bfloat16)
 
 
+# What implementations() records for bf16 on this GPU: the Gluon kernels on sm_90 (H100 / H200), else Triton's.
+_GPU_IMPL = GLUON_IMPL if torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0) else "triton"
+
+
 @pytest.mark.cuda
 def test_cuda_hidden_is_what_the_fused_forward_projects(no_tf32):
     x, w_up, w_down, _ = make_inputs((8_192,), 512, 1536, torch.bfloat16, device="cuda")
     h = golf.ops.leaky_relu2_mlp_hidden(x, w_up, 0.5)
-    assert golf.ops.implementations()["leaky_relu2_mlp_hidden"] == "triton"
+    assert golf.ops.implementations()["leaky_relu2_mlp_hidden"] == _GPU_IMPL
     y = golf.ops.leaky_relu2_mlp(x, w_up, w_down, 0.5)
     torch.testing.assert_close(y, torch.mm(h, w_down.T), rtol=0, atol=0)
     ref_hi = leaky_relu2_mlp_hidden_ref(x.float(), w_up.float(), 0.5)
@@ -403,6 +429,6 @@ def test_cuda_compile_fullgraph_autocast_fp32_weights():
             y = f(xx)
         y.backward(dy.bfloat16())
         results.append([y.float(), xx.grad, m.w_up.grad, m.w_down.grad])
-    assert golf.ops.implementations()["leaky_relu2_mlp"] == "triton"
+    assert golf.ops.implementations()["leaky_relu2_mlp"] == _GPU_IMPL  # recorded inside the compiled graph too
     for name, a, b in zip(("y", "dx", "dw_up", "dw_down"), *results):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2, msg=name)
