@@ -114,18 +114,12 @@ except ImportError as exc:  # no triton, or a triton without Gluon's Hopper API
 # Triton kernel 0.356 / 0.499; cuBLAS's plain dy @ w_down 0.249 / 0.354.
 _CONFIG_64x256 = dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=64, num_stages=4)
 _CONFIG_128x128 = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_stages=5)
-# resident_b: each CTA keeps one column block of B ([K, 128] = 128 KB at K = 512) in shared memory for all its
-# tiles, so only A streams through the ring: half the L2 bytes of a 128x128 tile.
-_CONFIG_RESIDENT64 = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_stages=4, resident_b=True)
-_CONFIG_RESIDENT32 = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_stages=8, resident_b=True)
-CANDIDATE_CONFIGS = {"64x256": _CONFIG_64x256, "128x128": _CONFIG_128x128, "resident64": _CONFIG_RESIDENT64,
-                     "resident32": _CONFIG_RESIDENT32}
+CANDIDATE_CONFIGS = {"64x256": _CONFIG_64x256, "128x128": _CONFIG_128x128}
 DIRECTIONS = ("fwd", "bwd")
 _DEFAULT_CONFIG = _CONFIG_128x128
 _CONFIGS: dict[tuple[int, int, str], dict] = {
     (512, 1536, "bwd"): dict(_CONFIG_128x128, num_stages=4),
 }
-_CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages", "resident_b")
 
 NUM_WARPS = 4  # the default partition (consumer 0); the workers add 4 + 1 warps, padded to 12 in all
 CONSUMER_REGS = 232  # per thread, through setmaxnreg; the default partition receives the same from the pool
@@ -141,22 +135,9 @@ DISABLED_REASON = ""
 if AVAILABLE:
 
     @gluon.jit
-    def _tiles(j, pid, num_programs, M, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, RESIDENT: gl.constexpr):
-        """(off_m, off_n) of this CTA's j-th tile, and the CTA's tile count.
-
-        Streaming: tiles pid, pid + grid, ... in row-major order (as kernels/mlp.py's _tile_origin), so concurrent
-        CTAs share A's row block in L2. RESIDENT: the grid is a multiple of the N tiles and CTA pid keeps column
-        block pid % num_pid_n (its B panel) for all its tiles, taking row blocks pid // num_pid_n + j * rows."""
-        num_pid_n = gl.cdiv(N, BLOCK_N)
-        num_pid_m = gl.cdiv(M, BLOCK_M)
-        if RESIDENT:
-            rows = num_programs // num_pid_n
-            first = pid // num_pid_n
-            return (first + j * rows) * BLOCK_M, (pid % num_pid_n) * BLOCK_N, gl.cdiv(num_pid_m - first, rows)
-        else:
-            tile = pid + j * num_programs
-            count = gl.cdiv(num_pid_m * num_pid_n - pid, num_programs)
-            return (tile // num_pid_n) * BLOCK_M, (tile % num_pid_n) * BLOCK_N, count
+    def _tile_origin_ws(tile_id, num_pid_n, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+        # Row-major tile order, as kernels/mlp.py's _tile_origin: concurrent CTAs share dy's row block in L2.
+        return (tile_id // num_pid_n) * BLOCK_M, (tile_id % num_pid_n) * BLOCK_N
 
     @gluon.jit
     def _encode_h_ws(u, slope):
@@ -177,72 +158,57 @@ if AVAILABLE:
         return 2.0 * root * gl.where(pos, 1.0, -abs_slope)
 
     @gluon.jit
-    def _producer(a_desc, b_desc, h_desc, a_ring, b_smem, hbuf, ready, empty, b_ready, h_ready, h_free,
-                  M, N, K, num_programs, FORWARD: gl.constexpr, RESIDENT: gl.constexpr):
-        """One warp: the A K-tiles (streaming: and the B K-tiles) of every tile of this CTA into the ring, the B
-        panel once (RESIDENT), then (backward) each tile's h."""
+    def _producer(a_desc, b_desc, h_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free,
+                  M, N, K, num_programs, FORWARD: gl.constexpr):
+        """One warp: the A / B K-tiles of every tile of this CTA into the ring, then (backward) the tile's h."""
         BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
         BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
         BLOCK_N: gl.constexpr = hbuf.type.shape[2]
         STAGES: gl.constexpr = a_ring.type.shape[0]
-        H_BUFS: gl.constexpr = hbuf.type.shape[0]
         pid = gl.program_id(0)
+        num_pid_n = gl.cdiv(N, BLOCK_N)
+        num_tiles = gl.cdiv(M, BLOCK_M) * num_pid_n
         k_tiles = gl.cdiv(K, BLOCK_K)
-        if RESIDENT:  # the CTA's B panel: every K-tile of its column block (K_TILES = k_tiles of them), once
-            K_TILES: gl.constexpr = b_smem.type.shape[0]
-            _, off_n, _ = _tiles(0, pid, num_programs, M, N, BLOCK_M, BLOCK_N, RESIDENT)
-            mbarrier.expect(b_ready.index(0), K_TILES * b_desc.block_type.nbytes)
-            for ki in range(k_tiles):
-                if FORWARD:
-                    tma.async_copy_global_to_shared(b_desc, [off_n, ki * BLOCK_K], b_ready.index(0), b_smem.index(ki))
-                else:
-                    tma.async_copy_global_to_shared(b_desc, [ki * BLOCK_K, off_n], b_ready.index(0), b_smem.index(ki))
-        _, _, my_tiles = _tiles(0, pid, num_programs, M, N, BLOCK_M, BLOCK_N, RESIDENT)
+        my_tiles = gl.cdiv(num_tiles - pid, num_programs)
         for j in range(my_tiles):
-            off_m, off_n, _ = _tiles(j, pid, num_programs, M, N, BLOCK_M, BLOCK_N, RESIDENT)
+            off_m, off_n = _tile_origin_ws(pid + j * num_programs, num_pid_n, BLOCK_M, BLOCK_N)
             for ki in range(k_tiles):
                 it = j * k_tiles + ki
                 s = it % STAGES
                 # Fill n = it // STAGES of stage s waits for release n - 1 (fill 0 passes at once).
                 mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-                if RESIDENT:
-                    mbarrier.expect(ready.index(s), a_desc.block_type.nbytes)
-                else:
-                    mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+                mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(a_desc, [off_m, ki * BLOCK_K], ready.index(s), a_ring.index(s))
-                if not RESIDENT:
-                    if FORWARD:  # w_up [N, K]: its [BLOCK_N, BLOCK_K] tile, used transposed
-                        tma.async_copy_global_to_shared(b_desc, [off_n, ki * BLOCK_K], ready.index(s),
-                                                        b_smem.index(s))
-                    else:  # w_down [K, N]
-                        tma.async_copy_global_to_shared(b_desc, [ki * BLOCK_K, off_n], ready.index(s),
-                                                        b_smem.index(s))
+                if FORWARD:  # w_up [N, K]: its [BLOCK_N, BLOCK_K] tile, used transposed
+                    tma.async_copy_global_to_shared(b_desc, [off_n, ki * BLOCK_K], ready.index(s), b_ring.index(s))
+                else:  # w_down [K, N]
+                    tma.async_copy_global_to_shared(b_desc, [ki * BLOCK_K, off_n], ready.index(s), b_ring.index(s))
             if not FORWARD:
                 # After the tile's K-tiles, so that waiting for the buffer never holds back operands a consumer
-                # needs sooner. Buffer c's u-th load waits for the epilogue of its previous tile (h_free).
-                c = j % H_BUFS
-                mbarrier.wait(h_free.index(c), ((j // H_BUFS) & 1) ^ 1)
+                # needs sooner; its consumer is still STAGES K-steps from the epilogue, so h lands in time.
+                c = j % 2
+                mbarrier.wait(h_free.index(c), ((j // 2) & 1) ^ 1)
                 mbarrier.expect(h_ready.index(c), h_desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(h_desc, [off_m, off_n], h_ready.index(c), hbuf.index(c))
 
     @gluon.jit
-    def _consumer(g_desc, a_ring, b_smem, hbuf, ready, empty, b_ready, h_ready, h_free, mma_done, M, N, K, slope,
-                  num_programs, CONSUMER: gl.constexpr, FORWARD: gl.constexpr, RESIDENT: gl.constexpr):
+    def _consumer(g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K, slope,
+                  num_programs, CONSUMER: gl.constexpr, FORWARD: gl.constexpr):
         """One warpgroup: main loop and epilogue of local tiles CONSUMER, CONSUMER + 2, ... of this CTA."""
         BLOCK_M: gl.constexpr = a_ring.type.shape[1]
         BLOCK_K: gl.constexpr = a_ring.type.shape[2]
         BLOCK_N: gl.constexpr = hbuf.type.shape[2]
         STAGES: gl.constexpr = a_ring.type.shape[0]
-        H_BUFS: gl.constexpr = hbuf.type.shape[0]
         acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                              instr_shape=[16, BLOCK_N, 16])
         pid = gl.program_id(0)
+        num_pid_n = gl.cdiv(N, BLOCK_N)
+        num_tiles = gl.cdiv(M, BLOCK_M) * num_pid_n
         k_tiles = gl.cdiv(K, BLOCK_K)
-        _, _, my_tiles = _tiles(0, pid, num_programs, M, N, BLOCK_M, BLOCK_N, RESIDENT)
-        if RESIDENT:
-            mbarrier.wait(b_ready.index(0), 0)  # the B panel, loaded once
+        my_tiles = gl.cdiv(num_tiles - pid, num_programs)
+        buf = hbuf.index(CONSUMER)
         for j in range(CONSUMER, my_tiles, 2):
-            off_m, off_n, _ = _tiles(j, pid, num_programs, M, N, BLOCK_M, BLOCK_N, RESIDENT)
+            off_m, off_n = _tile_origin_ws(pid + j * num_programs, num_pid_n, BLOCK_M, BLOCK_N)
             base = j * k_tiles
             # A parity wait cannot tell fill n from fill n - 2: start only after every ready wait of tile j - 1
             # (the other consumer's) passed, so that fill n - 1 of each stage read here has landed (see Ordering).
@@ -252,7 +218,7 @@ if AVAILABLE:
                 it = base + ki
                 s = it % STAGES
                 mbarrier.wait(ready.index(s), (it // STAGES) & 1)
-                b = b_smem.index(ki) if RESIDENT else b_smem.index(s)
+                b = b_ring.index(s)
                 if FORWARD:
                     b = b.permute((1, 0))  # [BLOCK_N, BLOCK_K] -> the [BLOCK_K, BLOCK_N] operand, no copy
                 acc = warpgroup_mma(a_ring.index(s), b, acc, use_acc=ki > 0, is_async=True)
@@ -263,67 +229,54 @@ if AVAILABLE:
             acc = warpgroup_mma_wait(num_outstanding=0, deps=[acc])
             mbarrier.arrive(empty.index((base + k_tiles - 1) % STAGES))
 
-            # Epilogue: runs while the other consumer's main loop keeps the tensor cores busy. Two buffers: one
-            # per consumer. One (RESIDENT): both consumers share it, so tile j's epilogue first waits for tile
-            # j - 1's (h_free, the other consumer's arrival); that also makes h_ready's parity unambiguous.
-            c = j % H_BUFS
-            buf = hbuf.index(c)
-            if H_BUFS == 1:
-                mbarrier.wait(h_free.index(0), (j & 1) ^ 1)
+            # Epilogue: runs while the other consumer's main loop keeps the tensor cores busy.
             if FORWARD:
-                # The buffer is free: its previous store was waited for below.
+                # The buffer is free: this consumer's previous store of it was waited for below.
                 buf.store(_encode_h_ws(acc, slope))
             else:
-                mbarrier.wait(h_ready.index(c), (j // H_BUFS) & 1)
+                mbarrier.wait(h_ready.index(CONSUMER), (j // 2) & 1)
                 h = buf.load(acc_layout)
                 dpre = (acc * _activation_grad_ws(h, slope)).to(g_desc.dtype)
                 buf.store(dpre)  # over h: every element is read, then written, by the same thread
             fence_async_shared()  # generic-proxy writes (and the h reads) before the TMA store / next TMA load
             tma.async_copy_shared_to_global(g_desc, [off_m, off_n], buf)
             tma.store_wait(0)  # the store has read the buffer: it may be written (or loaded with h) again
-            if (not FORWARD) or H_BUFS == 1:
-                mbarrier.arrive(h_free.index(c))
+            if not FORWARD:
+                mbarrier.arrive(h_free.index(CONSUMER))
 
     @gluon.jit
     def _leaky_relu2_mlp_ws_kernel(a_desc, b_desc, h_desc, g_desc, M, N, K, slope, num_programs,
-                                   STAGES: gl.constexpr, K_TILES: gl.constexpr, CONSUMER_NREG: gl.constexpr,
-                                   PRODUCER_NREG: gl.constexpr, FORWARD: gl.constexpr, RESIDENT: gl.constexpr):
+                                   STAGES: gl.constexpr, CONSUMER_NREG: gl.constexpr,
+                                   PRODUCER_NREG: gl.constexpr, FORWARD: gl.constexpr):
         """Producer warp + two ping-pong consumer warpgroups.
 
         FORWARD: g[M, N] = encode(leaky_relu(a[M, K] @ b[N, K]^T, slope)^2) (h_desc is g_desc, only its tile
         shape and layout are used). Backward: g[M, N] = (a[M, K] @ b[K, N]) * phi'(h[M, N]), slope = |slope|.
-        RESIDENT: the CTA's B column block stays in shared memory as K_TILES = cdiv(K, BLOCK_K) K-tiles, the ring
-        holds A alone and one h/dpre buffer serves both consumers; otherwise K_TILES is unused.
         """
-        H_BUFS: gl.constexpr = 1 if RESIDENT else 2
-        B_BUFS: gl.constexpr = K_TILES if RESIDENT else STAGES
         a_ring = gl.allocate_shared_memory(a_desc.dtype, [STAGES] + a_desc.block_type.shape, a_desc.layout)
-        b_smem = gl.allocate_shared_memory(b_desc.dtype, [B_BUFS] + b_desc.block_type.shape, b_desc.layout)
-        hbuf = gl.allocate_shared_memory(h_desc.dtype, [H_BUFS] + h_desc.block_type.shape, h_desc.layout)
+        b_ring = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
+        hbuf = gl.allocate_shared_memory(h_desc.dtype, [2] + h_desc.block_type.shape, h_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        b_ready = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
-        h_ready = gl.allocate_shared_memory(gl.int64, [H_BUFS, 1], mbarrier.MBarrierLayout())
-        h_free = gl.allocate_shared_memory(gl.int64, [H_BUFS, 1], mbarrier.MBarrierLayout())
+        h_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        h_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         mma_done = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         for s in gl.static_range(STAGES):
             mbarrier.init(ready.index(s), count=1)
             mbarrier.init(empty.index(s), count=1)
-        mbarrier.init(b_ready.index(0), count=1)
-        for c in gl.static_range(H_BUFS):
+        for c in gl.static_range(2):
             mbarrier.init(h_ready.index(c), count=1)
             mbarrier.init(h_free.index(c), count=1)
-        for c in gl.static_range(2):
             mbarrier.init(mma_done.index(c), count=1)
         fence_async_shared()  # the initialized barriers, before any TMA signals them
 
         gl.warp_specialize([
-            (_consumer, (g_desc, a_ring, b_smem, hbuf, ready, empty, b_ready, h_ready, h_free, mma_done, M, N, K,
-                         slope, num_programs, 0, FORWARD, RESIDENT)),
-            (_consumer, (g_desc, a_ring, b_smem, hbuf, ready, empty, b_ready, h_ready, h_free, mma_done, M, N, K,
-                         slope, num_programs, 1, FORWARD, RESIDENT)),
-            (_producer, (a_desc, b_desc, h_desc, a_ring, b_smem, hbuf, ready, empty, b_ready, h_ready, h_free,
-                         M, N, K, num_programs, FORWARD, RESIDENT)),
+            (_consumer, (g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K,
+                         slope, num_programs, 0, FORWARD)),
+            (_consumer, (g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K,
+                         slope, num_programs, 1, FORWARD)),
+            (_producer, (a_desc, b_desc, h_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, M, N, K,
+                         num_programs, FORWARD)),
         ], [4, 1], [CONSUMER_NREG, PRODUCER_NREG])
 
 
@@ -348,23 +301,19 @@ def disable(reason: str) -> None:
     ENABLED, DISABLED_REASON = False, reason
 
 
-def smem_bytes(config: dict, d_model: int) -> int:
-    """Shared memory the kernel allocates for `config` at K = d_model: the ring, B's panel (resident_b), the
-    h/dpre tiles and the barriers."""
+def smem_bytes(config: dict) -> int:
+    """Shared memory the kernel allocates for `config` (bf16 ring + two h/dpre tiles + barriers)."""
     bm, bn, bk, stages = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_stages"]
-    if config.get("resident_b"):
-        return stages * bm * bk * 2 + triton.cdiv(d_model, bk) * bk * bn * 2 + bm * bn * 2 + (2 * stages + 5) * 8
-    return stages * (bm * bk + bk * bn) * 2 + 2 * bm * bn * 2 + (2 * stages + 7) * 8
+    return stages * (bm * bk + bk * bn) * 2 + 2 * bm * bn * 2 + (2 * stages + 6) * 8
 
 
-def check_config(config: dict, d_model: int) -> tuple[int, int, int, int, bool]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, stages, resident_b) of a config valid at K = d_model, else ValueError naming
-    the bad entry."""
+def check_config(config: dict) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, stages) of a valid config, else ValueError naming the bad entry."""
     try:
-        bm, bn, bk, stages = (int(config[k]) for k in _CONFIG_KEYS[:4])
+        bm, bn, bk, stages = (int(config[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages"))
     except KeyError as exc:
         raise ValueError(f"config {config} lacks {exc}; give BLOCK_M, BLOCK_N, BLOCK_K, num_stages") from None
-    extra = set(config) - set(_CONFIG_KEYS)
+    extra = set(config) - {"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_stages"}
     if extra:
         raise ValueError(f"config {config}: unknown keys {sorted(extra)}")
     if bm not in (64, 128) or bn not in (64, 128, 256) or bk not in (16, 32, 64):
@@ -373,20 +322,10 @@ def check_config(config: dict, d_model: int) -> tuple[int, int, int, int, bool]:
     if bm * bn > _ACC_ELEMENTS:
         raise ValueError(f"config {config}: BLOCK_M * BLOCK_N = {bm * bn} > {_ACC_ELEMENTS}; a consumer holds its "
                          "fp32 accumulator in 128 registers per thread")
-    if stages < 2 or smem_bytes(config, d_model) > SMEM_LIMIT:
-        raise ValueError(f"config {config}: needs num_stages >= 2 and {smem_bytes(config, d_model)} <= {SMEM_LIMIT} "
-                         f"bytes of shared memory at K = {d_model}; lower num_stages (resident_b: or K)")
-    return bm, bn, bk, stages, bool(config.get("resident_b", False))
-
-
-def _grid(device: torch.device, M: int, N: int, bm: int, bn: int, resident: bool, num_programs: int | None) -> int:
-    """CTAs of the persistent grid: one per SM (or num_programs), at most one per tile. resident_b: a multiple of
-    the N tiles (each CTA keeps one column block), at most one per row block and column."""
-    num_m, num_n = triton.cdiv(M, bm), triton.cdiv(N, bn)
-    wanted = _mlp._num_programs(device, num_m * num_n, 1) if num_programs is None else num_programs
-    if resident:
-        return num_n * max(1, min(wanted // num_n, num_m))
-    return min(wanted, num_m * num_n)
+    if stages < 2 or smem_bytes(config) > SMEM_LIMIT:
+        raise ValueError(f"config {config}: needs num_stages >= 2 and {smem_bytes(config)} <= {SMEM_LIMIT} bytes of "
+                         "shared memory; lower num_stages")
+    return bm, bn, bk, stages
 
 
 def _check_device(t: torch.Tensor, name: str) -> None:
@@ -433,17 +372,18 @@ def _launch(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor | None, g: torch.T
     if M == 0:
         return g
     _check_device(a, names[0])
-    bm, bn, bk, stages, resident = check_config(config or launch_config(D, F, direction), D)
-    # A CTA with no tile would break the tile counts (cdiv(tiles - pid, grid) assumes pid < tiles).
-    programs = _grid(a.device, M, F, bm, bn, resident, num_programs)
+    bm, bn, bk, stages = check_config(config or launch_config(D, F, direction))
+    num_tiles = triton.cdiv(M, bm) * triton.cdiv(F, bn)
+    # More CTAs than tiles would give a CTA no tile: my_tiles = cdiv(num_tiles - pid, grid) assumes pid < tiles.
+    programs = _mlp._num_programs(a.device, num_tiles, 1) if num_programs is None else min(num_programs, num_tiles)
     g_desc = _descriptor(g, [bm, bn])
     forward = direction == "fwd"
     _leaky_relu2_mlp_ws_kernel[(programs,)](
         _descriptor(a, [bm, bk]), _descriptor(b, [bn, bk] if forward else [bk, bn]),
         g_desc if forward else _descriptor(h, [bm, bn]), g_desc,
         M, F, D, float(slope) if forward else abs(float(slope)), programs,
-        STAGES=stages, K_TILES=triton.cdiv(D, bk) if resident else 1, CONSUMER_NREG=CONSUMER_REGS,
-        PRODUCER_NREG=PRODUCER_REGS, FORWARD=forward, RESIDENT=resident, num_warps=NUM_WARPS,
+        STAGES=stages, CONSUMER_NREG=CONSUMER_REGS, PRODUCER_NREG=PRODUCER_REGS, FORWARD=forward,
+        num_warps=NUM_WARPS,
     )
     return g
 

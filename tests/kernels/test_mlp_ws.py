@@ -45,12 +45,12 @@ def test_module_flags_and_candidate_configs():
     assert isinstance(W.AVAILABLE, bool)
     assert W.AVAILABLE or W.UNAVAILABLE_REASON
     for name, cfg in W.CANDIDATE_CONFIGS.items():
-        bm, bn, bk, stages, resident = W.check_config(cfg, 512)
-        assert bm * bn == 64 * 256, name  # 128 accumulator registers per consumer thread
-        assert W.smem_bytes(cfg, 512) <= W.SMEM_LIMIT, name
+        bm, bn, bk, stages = W.check_config(cfg)
+        assert bm * bn == 64 * 256 and bk == 64, name  # 128 accumulator registers per consumer thread
+        assert W.smem_bytes(cfg) <= W.SMEM_LIMIT, name
     for direction in W.DIRECTIONS:
-        for D, F in ((512, 1536), (512, 2048), (512, 1000), (768, 2048)):
-            W.check_config(W.launch_config(D, F, direction), D)
+        for F in (1536, 2048, 1000):
+            W.check_config(W.launch_config(512, F, direction))
     with pytest.raises(ValueError, match="direction"):
         W.launch_config(512, 1536, "up")
 
@@ -66,27 +66,7 @@ def test_module_flags_and_candidate_configs():
 ])
 def test_bad_configs_raise(bad):
     with pytest.raises(ValueError, match="config"):
-        W.check_config(bad, 512)
-
-
-def test_resident_b_panel_grows_with_k():
-    """resident_b keeps B's whole [K, 128] column block: K = 512 fits (128 KB), K = 768 does not."""
-    resident = W.CANDIDATE_CONFIGS["resident64"]
-    assert W.smem_bytes(resident, 768) - W.smem_bytes(resident, 512) == 256 * 128 * 2
-    with pytest.raises(ValueError, match="K = 768"):
-        W.check_config(resident, 768)
-    streaming = W.CANDIDATE_CONFIGS["128x128"]
-    assert W.smem_bytes(streaming, 768) == W.smem_bytes(streaming, 512)
-
-
-@pytest.mark.parametrize("M, N, programs, expect", [
-    (98304, 1536, None, 132), (98304, 2048, None, 128),  # 11 and 8 row slots for 12 and 16 column blocks
-    (256, 1536, None, 24), (1, 2048, None, 16), (2048, 1536, 7, 12), (2048, 1536, 30, 24),
-])
-def test_resident_b_grid_is_a_multiple_of_the_column_blocks(monkeypatch, M, N, programs, expect):
-    monkeypatch.setattr(W._mlp, "_num_programs", lambda device, tiles, per_sm: min(132, tiles))
-    assert W._grid(torch.device("cpu"), M, N, 128, 128, True, programs) == expect
-    assert W._grid(torch.device("cpu"), M, N, 128, 128, False, 7) == 7
+        W.check_config(bad)
 
 
 @pytest.mark.parametrize("case", ["fp32", "3d", "w_shape", "h_shape", "out_dtype", "stride"])
@@ -158,14 +138,14 @@ from triton.experimental.gluon._runtime import GluonASTSource
 from tests.kernels.sm90_compile import compile_sm90 as compile_for
 
 def compile_sm90(cfg, M, D, F, forward):
-    bm, bn, bk, stages, resident = W.check_config(cfg, D)
+    bm, bn, bk, stages = W.check_config(cfg)
     bf = torch.bfloat16
     a, h = torch.empty(M, D, dtype=bf), torch.empty(M, F, dtype=bf)
     w, w_block = (torch.empty(F, D, dtype=bf), [bn, bk]) if forward else (torch.empty(D, F, dtype=bf), [bk, bn])
     args = [W._descriptor(a, [bm, bk]), W._descriptor(w, w_block), W._descriptor(h, [bm, bn]),
             W._descriptor(h, [bm, bn]), M, F, D, 0.5, 132]
-    constexprs = dict(STAGES=stages, K_TILES=triton.cdiv(D, bk) if resident else 1, CONSUMER_NREG=W.CONSUMER_REGS,
-                      PRODUCER_NREG=W.PRODUCER_REGS, FORWARD=forward, RESIDENT=resident)
+    constexprs = dict(STAGES=stages, CONSUMER_NREG=W.CONSUMER_REGS, PRODUCER_NREG=W.PRODUCER_REGS,
+                      FORWARD=forward)
     return compile_for(W._leaky_relu2_mlp_ws_kernel, args, constexprs, dict(num_warps=W.NUM_WARPS),
                        source=GluonASTSource)
 
@@ -202,19 +182,17 @@ def test_compiles_for_sm90(tmp_path):
     for label, (cubin, shared, warps, wgmma, tma, setmaxnreg, sqrt, waits) in rows.items():
         name, direction = label.split("/")
         cfg = W.CANDIDATE_CONFIGS[name]
-        assert cubin > 0 and 0 < shared <= W.SMEM_LIMIT and shared >= W.smem_bytes(cfg, 512) - 64, (label, shared)
+        assert cubin > 0 and 0 < shared <= W.SMEM_LIMIT and shared >= W.smem_bytes(cfg) - 64, (name, rows[name])
         assert warps == W.TOTAL_WARPS, (name, warps)  # 4 + 4 + 1, padded to whole warpgroups
         # Two consumers, each BLOCK_K / 16 wgmma of the consumer's instruction shape per K-step.
         assert wgmma == 2 * cfg["BLOCK_K"] // 16 * (cfg["BLOCK_M"] // 64), (name, wgmma)
         assert tma >= 3 and setmaxnreg >= 3, (label, rows[label])
         # Backward: producer: empty, h_free; each consumer: ready, h_ready and the other consumer's mma_done (the
         # order barrier without which a parity wait mistook fill n - 2 of a stage for fill n). Forward: no h.
-        # resident_b: each consumer also waits once for the B panel, and (one shared buffer) for the previous
-        # tile's epilogue (h_free); the producer no longer waits for B.
         if direction == "bwd":
             assert sqrt > 0 and waits >= 8, (label, sqrt, waits)
         else:
-            assert sqrt == 0 and waits >= (7 if cfg.get("resident_b") else 5), (label, sqrt, waits)
+            assert sqrt == 0 and waits >= 5, (label, sqrt, waits)
 
 
 # ------------------------------------------------------------------------------------------------ GPU
