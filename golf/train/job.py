@@ -143,18 +143,26 @@ def measure_code_bytes(cfg: GolfConfig) -> Future[CodeSize]:
     return future
 
 
+def evaluated_weights(swa_snapshots: int, has_ema: bool) -> str:
+    """Which weights a run evaluates and quantizes: "swa", the SWA average, when it collected any snapshot (SWA
+    wins over EMA: the records apply one or the other), else "ema" when kept, else "last" (the last step's)."""
+    return "swa" if swa_snapshots else "ema" if has_ema else "last"
+
+
 def trained_model(checkpoint_path: Path, cfg: GolfConfig, device: torch.device):
-    """The GPT of a golf checkpoint with the weights its run evaluates (as `final_weights`: the SWA average
-    when it collected any, else the EMA when kept), looping on for recurrence models as at the end of training."""
+    """The GPT of a golf checkpoint with the weights its run evaluates (`evaluated_weights`, as `final_weights`),
+    looping on for recurrence models as at the end of training."""
     state, _ = checkpoint.load(Path(checkpoint_path), with_optim=False)
-    model = GPT(cfg.model)
-    weights = state["ema"] if state.get("ema") is not None else state["model"]
-    model.load_state_dict({k: v for k, v in weights.items() if k in model.state_dict()})
+    swa = None
     if cfg.optim.swa_every and state.get("swa"):
         swa = SWA(cfg.optim.swa_every, cfg.optim.swa_start_lr_scale)
         swa.load_state_dict(state["swa"])
-        if swa.count:
-            swa.apply(model)
+    source = evaluated_weights(swa.count if swa is not None else 0, state.get("ema") is not None)
+    model = GPT(cfg.model)
+    weights = state["ema"] if source == "ema" else state["model"]
+    model.load_state_dict({k: v for k, v in weights.items() if k in model.state_dict()})
+    if source == "swa":
+        swa.apply(model)  # over every weight (SWA checks that its keys are the model's)
     if cfg.model.num_loops:
         model.set_looping(True)
     return model.to(device)
@@ -169,12 +177,12 @@ def score_artifact(qmodel, cfg: GolfConfig, dataset: Dataset, info: DistInfo, lo
 
 
 def final_weights(trainer: Trainer, log) -> None:
-    """The weights that get evaluated and quantized: the SWA average when it collected any (SWA wins over
-    EMA: the records apply one or the other), else the EMA, else the last step's."""
-    if trainer.swa is not None and trainer.swa.count:
+    """Load the weights that get evaluated and quantized (`evaluated_weights`) into the trainer's model."""
+    source = evaluated_weights(trainer.swa.count if trainer.swa is not None else 0, trainer.ema is not None)
+    if source == "swa":
         n = trainer.swa.apply(trainer.model)
         log(f"loaded the SWA average of {n} snapshots" + (" (EMA not applied)" if trainer.ema else ""))
-    elif trainer.ema is not None:
+    elif source == "ema":
         if trainer.swa is not None:
             log("SWA collected no snapshot; using the EMA weights")
         trainer.ema.copy_to(trainer.model)
