@@ -33,6 +33,11 @@ extra shared-memory round trip of the accumulator per tile; ping-pong keeps each
 registers (128 fp32 per thread for a 16,384-element tile), which is why a consumer's tile is 64x256 or 128x128
 rather than the Triton kernel's 128x256 (256 registers per thread would not fit; two of them are the whole
 register file).
+Tried on the H200 and rejected (benchmarks/RESULTS.md, fifth and sixth runs; all bit-equal, all slower): both
+consumers on one 128x256 tile (cooperative); A's [128, K] row block resident in shared memory with only B
+streaming (the ring falls to 2-4 stages and the panel reloads stall: 0.48-0.75 ms); B's column block resident per
+CTA with one shared h/dpre buffer (backward 7 % slower, forward 4 % faster at F = 1536 only); epilogues straight
+between registers and global memory instead of through shared memory and TMA (0.35-0.46 ms).
 
 Shared memory (bf16, BLOCK_K = 64):
     ring    STAGES x (dy tile [BM, BK] + w_down tile [BK, BN])   64x256: 40 KB a stage, 128x128: 32 KB a stage
