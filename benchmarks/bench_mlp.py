@@ -5,6 +5,9 @@
     python benchmarks/bench_mlp.py --sweep         # first time candidate launch configs of the two kernels and
                                                    # the cuBLAS pieces around them, then the above with the
                                                    # fastest (what golf.kernels.mlp._CONFIGS is filled from)
+    python benchmarks/bench_mlp.py --sustained     # fwd+bwd over 1,500 back-to-back iterations after an idle
+                                                   # pause: a burst (boost clock) against the power-capped
+                                                   # steady state, with nvidia-smi's clocks, power and reasons
 
 Shapes: M = 98,304 tokens (48 x 2048, one GPU's micro-batch), D = 512, F = 1536 (MLP3x) and 2048 (MLP4x).
 FLOPs: 2*M*D*F per GEMM; forward 2 GEMMs, backward 4, forward+backward 6.
@@ -20,7 +23,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Timing, append_csv, bench, format_table, git_commit, gpu_name, tflops  # noqa: E402
+from harness import (  # noqa: E402
+    SUSTAINED_WINDOWS,
+    ClockSampler,
+    Timing,
+    append_csv,
+    bench,
+    format_table,
+    git_commit,
+    gpu_name,
+    sustained,
+    tflops,
+)
 
 import golf.ops  # noqa: E402
 from golf.kernels import mlp_ws  # noqa: E402
@@ -183,6 +197,36 @@ def run_main(commit: str) -> None:
     print(format_table(["shape", "provider", "host ms", "wall ms", "graph ms"], extra))
 
 
+def run_sustained(commit: str) -> None:
+    """fwd+bwd of the compiled op and the compiled reference, per window of one 1,500-iteration run."""
+    table, csv_rows, clocks = [], [], []
+    for M, D, F in SHAPES:
+        for provider in ("golf_compiled", "torch_ref_compiled"):
+            forward, leaves, dy = setup_mlp(provider, M, D, F)
+
+            def step():
+                forward().backward(dy)
+                for t in leaves:
+                    t.grad = None
+
+            with ClockSampler() as sampler:
+                windows = sustained(step)
+            table.append([f"{D}->{F}->{D}", provider] + [f"{ms:.3f}" for ms in windows])
+            clocks.append(f"  {D}->{F}->{D} {provider}: {sampler.summary()}")
+            name = f"mlp_{D}x{F}_M{M}_{provider}_full"
+            flops = 6 * 2.0 * M * D * F
+            for label, ms in (("burst", windows[0]), ("sustained", windows[-1])):
+                csv_rows.append({"name": f"{name}_{label}", "median_ms": f"{ms:.4f}",
+                                 "rate": f"{tflops(flops, ms):.1f} TFLOP/s"})
+            del forward, leaves, dy
+            torch.cuda.empty_cache()
+    append_csv(csv_rows, commit=commit)
+    print(f"\n{gpu_name()}, torch {torch.__version__}, commit {commit}; impl: {golf.ops.implementations()}")
+    print("forward+backward ms per iteration, median over iteration windows [first, last) of one run:")
+    print(format_table(["shape", "provider"] + [f"[{a}:{b}]" for a, b in SUSTAINED_WINDOWS], table))
+    print("nvidia-smi during each run:\n" + "\n".join(clocks))
+
+
 def _config(c) -> dict:
     bm, bn, bk, stages, warps, per_sm, *options = c
     return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_stages=stages, num_warps=warps, programs_per_sm=per_sm,
@@ -244,10 +288,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweep", action="store_true", help="time launch-config candidates first, then run the "
                         "main benchmark with the fastest of them")
+    parser.add_argument("--sustained", action="store_true", help="only the burst vs power-capped steady-state "
+                        "fwd+bwd of the compiled op and reference")
     parser.add_argument("--commit", default=None, help="commit label for results.csv (default: git rev-parse)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_mlp.py needs a CUDA GPU")
+    if args.sustained:
+        run_sustained(args.commit or git_commit())
+        return
     if args.sweep:
         from golf.kernels import mlp as K
 

@@ -7,12 +7,15 @@ always A/B on the same node). Timing never uses zeros (callers draw random input
 
 from __future__ import annotations
 
+import collections
 import csv
 import datetime
 import io
 import os
+import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +84,92 @@ def bench_device(fn, *, calls: int = 20, replays: int = 11) -> Timing:
         times.append((pair[0] - pair[1]) / calls)
     q = torch.tensor(times).quantile(torch.tensor([0.5, 0.2, 0.8])).tolist()
     return Timing(*q)
+
+
+# Windows [first, last) of iterations for sustained(): a burst right after idle, then ever later stretches.
+SUSTAINED_WINDOWS = ((10, 50), (100, 200), (400, 500), (900, 1000), (1400, 1500))
+
+
+def sustained(fn, *, windows=SUSTAINED_WINDOWS, rest_s: float = 2.0) -> list[float]:
+    """Median ms per call of `fn` in each window of one run of back-to-back calls (a CUDA event between calls,
+    no L2 flush), started after `rest_s` idle seconds. A burst runs at the boost clock; a sustained run sinks to
+    the clock the power cap allows (on the H200, 700 W: about 1.5 GHz for bf16 GEMMs), where do_bench's 100 ms
+    and training also run. `fn` is warmed up (compiled) first."""
+    fn()
+    torch.cuda.synchronize()
+    time.sleep(rest_s)
+    n = max(last for _, last in windows)
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
+    events[0].record()
+    for i in range(n):
+        fn()
+        events[i + 1].record()
+    torch.cuda.synchronize()
+    ms = [events[i].elapsed_time(events[i + 1]) for i in range(n)]
+    return [statistics.median(ms[a:b]) for a, b in windows]
+
+
+def summarize_clocks(lines: list[str], busy_watts: float = 300.0) -> str:
+    """One line from `nvidia-smi --query-gpu=clocks.sm,power.draw,<reasons> --format=csv,noheader,nounits`
+    samples: SM MHz (median, min) and W (median, max) over the busy samples (above busy_watts), and the
+    clock-event reasons seen (0x4: SW power cap; 0x1: idle)."""
+    busy = []
+    for line in lines:
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            mhz, watts = int(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            continue  # a header, "[N/A]" or a torn line
+        if watts > busy_watts:
+            busy.append((mhz, watts, parts[2] if len(parts) > 2 else "?"))
+    if not busy:
+        return f"no sample above {busy_watts:.0f} W"
+    mhz = sorted(b[0] for b in busy)
+    watts = sorted(b[1] for b in busy)
+    reasons = collections.Counter(b[2] for b in busy).most_common(3)
+    return (f"{len(busy)} busy samples: SM {mhz[len(mhz) // 2]} MHz median, {mhz[0]} min; "
+            f"{watts[len(watts) // 2]:.0f} W median, {watts[-1]:.0f} max; reasons {reasons}")
+
+
+class ClockSampler:
+    """Samples SM clock, power and clock-event reasons with nvidia-smi every 100 ms while in the `with` block;
+    summary() is summarize_clocks() of the samples, or why there are none."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.error = ""
+
+    def __enter__(self) -> "ClockSampler":
+        query = None
+        for reasons in ("clocks_event_reasons.active", "clocks_throttle_reasons.active"):  # new and old drivers
+            try:
+                probe = subprocess.run(["nvidia-smi", f"--query-gpu={reasons}", "--format=csv,noheader"],
+                                       capture_output=True, text=True, timeout=20)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.error = f"nvidia-smi not usable ({exc})"
+                break
+            if probe.returncode == 0:
+                query = f"clocks.sm,power.draw,{reasons}"
+                break
+        self.proc = None
+        if query:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # nvidia-smi numbers GPUs without it
+            index = visible.split(",")[torch.cuda.current_device()] if visible else torch.cuda.current_device()
+            self.proc = subprocess.Popen(["nvidia-smi", f"--id={index}", f"--query-gpu={query}",
+                                          "--format=csv,noheader,nounits", "-lms", "100"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        elif not self.error:
+            self.error = "nvidia-smi knows no clock-event reasons field"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            out, _ = self.proc.communicate(timeout=20)
+            self.lines = out.splitlines()
+
+    def summary(self) -> str:
+        return self.error or summarize_clocks(self.lines)
 
 
 def tflops(flops: float, ms: float) -> float:

@@ -1,0 +1,22 @@
+"""benchmarks/harness.py's pieces that need no GPU."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from harness import summarize_clocks  # noqa: E402
+
+
+def test_clock_summary_counts_busy_samples_only():
+    lines = ["1980, 130.5, 0x0000000000000001",  # idle
+             "1515, 690.2, 0x0000000000000004", "1410, 701.0, 0x0000000000000004", "1980, 450.0, 0x0000000000000000",
+             "[N/A], [N/A], [N/A]", "1980, 6"]  # unreadable and torn lines are skipped
+    summary = summarize_clocks(lines)
+    assert summary.startswith("3 busy samples: SM 1515 MHz median, 1410 min; 690 W median, 701 max")
+    assert "('0x0000000000000004', 2)" in summary
+
+
+def test_clock_summary_without_busy_samples():
+    assert summarize_clocks(["1980, 120.0, 0x1"]) == "no sample above 300 W"
