@@ -20,3 +20,12 @@ def test_clock_summary_counts_busy_samples_only():
 
 def test_clock_summary_without_busy_samples():
     assert summarize_clocks(["1980, 120.0, 0x1"]) == "no sample above 300 W"
+
+
+def test_clock_sampler_without_nvidia_smi_says_why(monkeypatch, tmp_path):
+    from harness import ClockSampler
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here
+    with ClockSampler() as sampler:
+        pass
+    assert sampler.summary().startswith("nvidia-smi not usable")
