@@ -35,7 +35,7 @@ rather than the Triton kernel's 128x256 (256 registers per thread would not fit;
 register file).
 Tried on the H200 and rejected (benchmarks/RESULTS.md, fifth and sixth runs; all bit-equal, all slower): both
 consumers on one 128x256 tile (cooperative); A's [128, K] row block resident in shared memory with only B
-streaming (the ring falls to 2-4 stages: 0.48-0.75 ms; 0.42-0.46 with 6); B's column block resident per
+streaming (2-4 ring stages: 0.48-0.75 ms; 5-6 without staging tiles: 0.42-0.46); B's column block resident per
 CTA with one shared h/dpre buffer (backward 7 % slower, forward 4 % faster at F = 1536 only); epilogues straight
 between registers and global memory instead of through shared memory and TMA (0.35-0.46 ms).
 
