@@ -160,7 +160,8 @@ def trained_model(checkpoint_path: Path, cfg: GolfConfig, device: torch.device):
     source = evaluated_weights(swa.count if swa is not None else 0, state.get("ema") is not None)
     model = GPT(cfg.model)
     weights = state["ema"] if source == "ema" else state["model"]
-    model.load_state_dict({k: v for k, v in weights.items() if k in model.state_dict()})
+    keys = model.state_dict().keys()  # once: building the state dict per key was quadratic in the weights
+    model.load_state_dict({k: v for k, v in weights.items() if k in keys})
     if source == "swa":
         swa.apply(model)  # over every weight (SWA checks that its keys are the model's)
     if cfg.model.num_loops:
