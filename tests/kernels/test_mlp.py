@@ -267,6 +267,7 @@ def test_gluon_build_failure_falls_back_to_triton_with_one_warning(monkeypatch):
         raise CompilationError("mlp_ws.py", None, "warp_specialize() got an unexpected keyword argument")
 
     monkeypatch.setattr(mlp_ws, "ENABLED", True)
+    monkeypatch.setattr(mlp_ws, "DISABLED_REASON", "")  # restored after the test, as ENABLED is
     monkeypatch.setattr(mlp_ws, "runs_on", lambda t: mlp_ws.ENABLED)  # as on an H100 / H200
     monkeypatch.setattr(mlp_ws, "leaky_relu2_mlp_fwd_ws", broken)
     monkeypatch.setattr(mlp_ws, "leaky_relu2_mlp_bwd_ws", broken)
