@@ -11,6 +11,8 @@
 
 Shapes: M = 98,304 tokens (48 x 2048, one GPU's micro-batch), D = 512, F = 1536 (MLP3x) and 2048 (MLP4x).
 FLOPs: 2*M*D*F per GEMM; forward 2 GEMMs, backward 4, forward+backward 6.
+The gemm_floor provider is the same six GEMMs without the activation (x @ w_up^T @ w_down^T through autograd:
+cuBLAS alone, nothing else): what any bf16 implementation at cuBLAS's GEMM speed cannot beat.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from golf.ops.mlp import leaky_relu2_mlp_ref  # noqa: E402
 SHAPES = ((98_304, 512, 1536), (98_304, 512, 2048))
 # golf_compiled: the op inside a torch.compile graph, as the model calls it in training. golf_compiled_triton: the
 # same with golf.kernels.mlp_ws switched off, i.e. the Triton kernels where the Gluon ones would run (sm_90).
-PROVIDERS = ("golf", "golf_compiled", "golf_compiled_triton", "torch_ref", "torch_ref_compiled")
+PROVIDERS = ("golf", "golf_compiled", "golf_compiled_triton", "torch_ref", "torch_ref_compiled", "gemm_floor")
+SUSTAINED_PROVIDERS = ("golf_compiled", "torch_ref_compiled", "gemm_floor")
 MODES = ("forward", "backward", "full")
 GEMMS_PER_MODE = {"forward": 2, "backward": 4, "full": 6}
 SLOPE = 0.5
@@ -96,6 +99,7 @@ def setup_mlp(provider: str, M: int, D: int, F: int, dtype=torch.bfloat16):
         "golf_compiled_triton": torch.compile(golf.ops.leaky_relu2_mlp, dynamic=False, fullgraph=True),
         "torch_ref": leaky_relu2_mlp_ref,
         "torch_ref_compiled": torch.compile(leaky_relu2_mlp_ref, dynamic=False),
+        "gemm_floor": lambda x, w_up, w_down, slope: torch.nn.functional.linear(x @ w_up.t(), w_down),
     }[provider]
     return (lambda: fn(x, w_up, w_down, SLOPE)), (x, w_up, w_down), dy
 
@@ -154,39 +158,51 @@ def host_and_graph_ms(forward, leaves, dy) -> tuple[float, float, float | None]:
     return (t1 - t0) / 20 * 1e3, (t2 - t0) / 20 * 1e3, graph
 
 
-def run_main(commit: str) -> None:
-    table, csv_rows, extra = [], [], []
+def each_provider(providers):
+    """(M, D, F, provider, forward, leaves, dy) for every shape and provider, each set up and warmed up (compile,
+    autotune and first-launch costs stay out of the numbers), its memory freed before the next."""
     for M, D, F in SHAPES:
-        gemm_flops = 2.0 * M * D * F
-        for provider in PROVIDERS:
+        for provider in providers:
             mlp_ws.ENABLED = provider != "golf_compiled_triton"  # read at each call, forward and backward
             forward, leaves, dy = setup_mlp(provider, M, D, F)
-            forward().backward(dy)  # compile / autotune / first-launch costs stay out of the numbers
+            forward().backward(dy)
             for t in leaves:
                 t.grad = None
-            kept = saved_activation_bytes(forward)
-            timings = time_modes(forward, leaves, dy)
-            for mode in MODES:
-                t = timings[mode]
-                rate = tflops(GEMMS_PER_MODE[mode] * gemm_flops, t.median_ms)
-                name = f"mlp_{D}x{F}_M{M}_{provider}_{mode}"
-                table.append([f"{D}->{F}->{D}", provider, mode, f"{t.median_ms:.3f}", f"{t.p20_ms:.3f}",
-                              f"{t.p80_ms:.3f}", f"{rate:.0f}", f"{kept / 2**20:.0f}"])
-                csv_rows.append({"name": name, "median_ms": f"{t.median_ms:.4f}", "rate": f"{rate:.1f} TFLOP/s"})
-            csv_rows.append({"name": f"mlp_{D}x{F}_M{M}_{provider}_saved_activations",
-                             "median_ms": "", "rate": f"{kept / 2**20:.1f} MiB"})
-            host, wall, graph = host_and_graph_ms(forward, leaves, dy)
-            extra.append([f"{D}->{F}->{D}", provider, f"{host:.3f}", f"{wall:.3f}",
-                          "-" if graph is None else f"{graph:.3f}"])
-            if graph is not None:
-                csv_rows.append({"name": f"mlp_{D}x{F}_M{M}_{provider}_full_cudagraph", "median_ms": f"{graph:.4f}",
-                                 "rate": f"{tflops(6 * gemm_flops, graph):.1f} TFLOP/s"})
+            yield M, D, F, provider, forward, leaves, dy
             del forward, leaves, dy
             torch.cuda.empty_cache()
+    mlp_ws.ENABLED = True
+
+
+def print_header(commit: str) -> None:
+    print(f"\n{gpu_name()}, torch {torch.__version__}, commit {commit}; impl: {golf.ops.implementations()}")
+
+
+def run_main(commit: str) -> None:
+    table, csv_rows, extra = [], [], []
+    for M, D, F, provider, forward, leaves, dy in each_provider(PROVIDERS):
+        gemm_flops = 2.0 * M * D * F
+        kept = saved_activation_bytes(forward)
+        timings = time_modes(forward, leaves, dy)
+        for mode in MODES:
+            t = timings[mode]
+            rate = tflops(GEMMS_PER_MODE[mode] * gemm_flops, t.median_ms)
+            name = f"mlp_{D}x{F}_M{M}_{provider}_{mode}"
+            table.append([f"{D}->{F}->{D}", provider, mode, f"{t.median_ms:.3f}", f"{t.p20_ms:.3f}",
+                          f"{t.p80_ms:.3f}", f"{rate:.0f}", f"{kept / 2**20:.0f}"])
+            csv_rows.append({"name": name, "median_ms": f"{t.median_ms:.4f}", "rate": f"{rate:.1f} TFLOP/s"})
+        csv_rows.append({"name": f"mlp_{D}x{F}_M{M}_{provider}_saved_activations",
+                         "median_ms": "", "rate": f"{kept / 2**20:.1f} MiB"})
+        host, wall, graph = host_and_graph_ms(forward, leaves, dy)
+        extra.append([f"{D}->{F}->{D}", provider, f"{host:.3f}", f"{wall:.3f}",
+                      "-" if graph is None else f"{graph:.3f}"])
+        if graph is not None:
+            csv_rows.append({"name": f"mlp_{D}x{F}_M{M}_{provider}_full_cudagraph", "median_ms": f"{graph:.4f}",
+                             "rate": f"{tflops(6 * gemm_flops, graph):.1f} TFLOP/s"})
     append_csv(csv_rows, commit=commit)
     from golf.kernels import mlp as K
 
-    print(f"\n{gpu_name()}, torch {torch.__version__}, commit {commit}; impl: {golf.ops.implementations()}")
+    print_header(commit)
     for M, D, F in SHAPES:
         print(f"  golf configs ({D}, {F}): fwd {K.launch_config(D, F, 'fwd')}, bwd {K.launch_config(D, F, 'bwd')}")
         if mlp_ws.runs_on(torch.empty(1, device="cuda", dtype=torch.bfloat16)):
@@ -198,30 +214,27 @@ def run_main(commit: str) -> None:
 
 
 def run_sustained(commit: str) -> None:
-    """fwd+bwd of the compiled op and the compiled reference, per window of one 1,500-iteration run."""
+    """fwd+bwd of the compiled op, the compiled reference and the GEMM floor, per window of one 1,500-iteration
+    run."""
     table, csv_rows, clocks = [], [], []
-    for M, D, F in SHAPES:
-        for provider in ("golf_compiled", "torch_ref_compiled"):
-            forward, leaves, dy = setup_mlp(provider, M, D, F)
+    for M, D, F, provider, forward, leaves, dy in each_provider(SUSTAINED_PROVIDERS):
 
-            def step():
-                forward().backward(dy)
-                for t in leaves:
-                    t.grad = None
+        def step():
+            forward().backward(dy)
+            for t in leaves:
+                t.grad = None
 
-            with ClockSampler() as sampler:
-                windows = sustained(step)
-            table.append([f"{D}->{F}->{D}", provider] + [f"{ms:.3f}" for ms in windows])
-            clocks.append(f"  {D}->{F}->{D} {provider}: {sampler.summary()}")
-            name = f"mlp_{D}x{F}_M{M}_{provider}_full"
-            flops = 6 * 2.0 * M * D * F
-            for label, ms in (("burst", windows[0]), ("sustained", windows[-1])):
-                csv_rows.append({"name": f"{name}_{label}", "median_ms": f"{ms:.4f}",
-                                 "rate": f"{tflops(flops, ms):.1f} TFLOP/s"})
-            del forward, leaves, dy
-            torch.cuda.empty_cache()
+        with ClockSampler() as sampler:
+            windows = sustained(step)
+        table.append([f"{D}->{F}->{D}", provider] + [f"{ms:.3f}" for ms in windows])
+        clocks.append(f"  {D}->{F}->{D} {provider}: {sampler.summary()}")
+        name = f"mlp_{D}x{F}_M{M}_{provider}_full"
+        flops = 6 * 2.0 * M * D * F
+        for label, ms in (("burst", windows[0]), ("sustained", windows[-1])):
+            csv_rows.append({"name": f"{name}_{label}", "median_ms": f"{ms:.4f}",
+                             "rate": f"{tflops(flops, ms):.1f} TFLOP/s"})
     append_csv(csv_rows, commit=commit)
-    print(f"\n{gpu_name()}, torch {torch.__version__}, commit {commit}; impl: {golf.ops.implementations()}")
+    print_header(commit)
     print("forward+backward ms per iteration, median over iteration windows [first, last) of one run:")
     print(format_table(["shape", "provider"] + [f"[{a}:{b}]" for a, b in SUSTAINED_WINDOWS], table))
     print("nvidia-smi during each run:\n" + "\n".join(clocks))
