@@ -40,6 +40,7 @@ from harness import (  # noqa: E402
 
 import golf.ops  # noqa: E402
 from golf.kernels import mlp_ws  # noqa: E402
+from golf.ops._dispatch import reset as reset_implementations  # noqa: E402
 from golf.ops.mlp import leaky_relu2_mlp_ref  # noqa: E402
 
 SHAPES = ((98_304, 512, 1536), (98_304, 512, 2048))
@@ -164,6 +165,7 @@ def each_provider(providers):
     for M, D, F in SHAPES:
         for provider in providers:
             mlp_ws.ENABLED = provider != "golf_compiled_triton"  # read at each call, forward and backward
+            reset_implementations()  # so that implementation() names what this provider ran
             forward, leaves, dy = setup_mlp(provider, M, D, F)
             forward().backward(dy)
             for t in leaves:
@@ -175,7 +177,12 @@ def each_provider(providers):
 
 
 def print_header(commit: str) -> None:
-    print(f"\n{gpu_name()}, torch {torch.__version__}, commit {commit}; impl: {golf.ops.implementations()}")
+    print(f"\n{gpu_name()}, torch {torch.__version__}, commit {commit}")
+
+
+def implementation() -> str:
+    """What ran golf's MLP op for the current provider ("-": the provider does not call it)."""
+    return golf.ops.implementations().get("leaky_relu2_mlp", "-")
 
 
 def run_main(commit: str) -> None:
@@ -195,7 +202,7 @@ def run_main(commit: str) -> None:
                          "median_ms": "", "rate": f"{kept / 2**20:.1f} MiB"})
         host, wall, graph = host_and_graph_ms(forward, leaves, dy)
         extra.append([f"{D}->{F}->{D}", provider, f"{host:.3f}", f"{wall:.3f}",
-                      "-" if graph is None else f"{graph:.3f}"])
+                      "-" if graph is None else f"{graph:.3f}", implementation()])
         if graph is not None:
             csv_rows.append({"name": f"mlp_{D}x{F}_M{M}_{provider}_full_cudagraph", "median_ms": f"{graph:.4f}",
                              "rate": f"{tflops(6 * gemm_flops, graph):.1f} TFLOP/s"})
@@ -210,7 +217,7 @@ def run_main(commit: str) -> None:
                   f"bwd {mlp_ws.launch_config(D, F, 'bwd')}")
     print(format_table(["shape", "provider", "mode", "median ms", "p20", "p80", "TFLOP/s", "saved MiB"], table))
     print("\nforward+backward without L2 flush: host launch ms/step, wall ms/step (20 steps), CUDA-graph replay ms")
-    print(format_table(["shape", "provider", "host ms", "wall ms", "graph ms"], extra))
+    print(format_table(["shape", "provider", "host ms", "wall ms", "graph ms", "golf op ran"], extra))
 
 
 def run_sustained(commit: str) -> None:
@@ -227,7 +234,7 @@ def run_sustained(commit: str) -> None:
         with ClockSampler() as sampler:
             windows = sustained(step)
         table.append([f"{D}->{F}->{D}", provider] + [f"{ms:.3f}" for ms in windows])
-        clocks.append(f"  {D}->{F}->{D} {provider}: {sampler.summary()}")
+        clocks.append(f"  {D}->{F}->{D} {provider} ({implementation()}): {sampler.summary()}")
         name = f"mlp_{D}x{F}_M{M}_{provider}_full"
         flops = 6 * 2.0 * M * D * F
         for label, ms in (("burst", windows[0]), ("sustained", windows[-1])):
