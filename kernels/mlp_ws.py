@@ -58,8 +58,8 @@ arrival):
     mma_done[c] consumer c arrives once all ready waits of its tile passed; consumer 1 - c waits for that
                before its next tile's main loop (the (j - 1) // 2-th arrival, parity ((j - 1) // 2) & 1)
 The ring's k-step counter is global over the CTA's tiles (it = j * k_tiles + ki) in the producer and in both
-consumers, so each consumer skips the other's steps; h for tile j is issued right after tile j's last K-tile,
-while its consumer is still STAGES steps behind, so it arrives during the main loop.
+consumers, so each consumer skips the other's steps; h for tile j is issued after tile j's first STAGES K-tiles,
+as soon as its buffer is free and before its consumer's main loop has started, so it arrives during that loop.
 
 Ordering (mma_done, CUTLASS's math order barrier): an mbarrier wait names a phase by its parity only, so the
 wait for fill n of a stage passes when the stage's barrier has completed n + 1 phases -- or n - 1. A consumer
@@ -80,8 +80,9 @@ zero-filled by TMA exactly as in the Triton kernel. Gluon kernels do not run und
 
 Compiled here for sm_90 with triton 3.6.0 (tests/kernels/test_mlp_ws.py::test_compiles_for_sm90, CPU): each
 config, forward and backward, gives a cubin with 12 warps, about 229.7 KB of shared memory, setmaxnreg
-232 / 232 / 40, m64n256k16 (64x256) or m64n128k16 (128x128) wgmma, TMA loads and stores; 8 mbarrier wait
-loops in backward (producer: empty, h_free; each consumer: mma_done, ready, h_ready), 5 in forward (no h).
+232 / 232 / 40, m64n256k16 (64x256) or m64n128k16 (128x128) wgmma, TMA loads and stores; 9 mbarrier wait
+loops in backward (producer: empty in each of its two K-tile loops, h_free; each consumer: mma_done, ready,
+h_ready), 6 in forward (no h).
 On the GPU the tests run the kernels first in a subprocess with a timeout (a wrong mbarrier phase hangs), then
 check bit-equality with the Triton kernels; benchmarks/bench_mlp_ws.py times them against cuBLAS.
 """
@@ -165,9 +166,24 @@ if AVAILABLE:
         return 2.0 * root * gl.where(pos, 1.0, -abs_slope)
 
     @gluon.jit
+    def _load_k_tile(a_desc, b_desc, a_ring, b_ring, ready, empty, it, off_m, off_n, ki, FORWARD: gl.constexpr):
+        """The producer's ring step `it`: K-tile ki of A and B for the tile at (off_m, off_n)."""
+        BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
+        STAGES: gl.constexpr = a_ring.type.shape[0]
+        s = it % STAGES
+        # Fill n = it // STAGES of stage s waits for release n - 1 (fill 0 passes at once).
+        mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+        mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(a_desc, [off_m, ki * BLOCK_K], ready.index(s), a_ring.index(s))
+        if FORWARD:  # w_up [N, K]: its [BLOCK_N, BLOCK_K] tile, used transposed
+            tma.async_copy_global_to_shared(b_desc, [off_n, ki * BLOCK_K], ready.index(s), b_ring.index(s))
+        else:  # w_down [K, N]
+            tma.async_copy_global_to_shared(b_desc, [ki * BLOCK_K, off_n], ready.index(s), b_ring.index(s))
+
+    @gluon.jit
     def _producer(a_desc, b_desc, h_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free,
                   M, N, K, num_programs, FORWARD: gl.constexpr):
-        """One warp: the A / B K-tiles of every tile of this CTA into the ring, then (backward) the tile's h."""
+        """One warp: the A / B K-tiles of every tile of this CTA into the ring and (backward) the tile's h."""
         BLOCK_M: gl.constexpr = a_desc.block_type.shape[0]
         BLOCK_K: gl.constexpr = a_desc.block_type.shape[1]
         BLOCK_N: gl.constexpr = hbuf.type.shape[2]
@@ -179,24 +195,24 @@ if AVAILABLE:
         my_tiles = gl.cdiv(num_tiles - pid, num_programs)
         for j in range(my_tiles):
             off_m, off_n = _tile_origin_ws(pid + j * num_programs, num_pid_n, BLOCK_M, BLOCK_N)
-            for ki in range(k_tiles):
-                it = j * k_tiles + ki
-                s = it % STAGES
-                # Fill n = it // STAGES of stage s waits for release n - 1 (fill 0 passes at once).
-                mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-                mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(a_desc, [off_m, ki * BLOCK_K], ready.index(s), a_ring.index(s))
-                if FORWARD:  # w_up [N, K]: its [BLOCK_N, BLOCK_K] tile, used transposed
-                    tma.async_copy_global_to_shared(b_desc, [off_n, ki * BLOCK_K], ready.index(s), b_ring.index(s))
-                else:  # w_down [K, N]
-                    tma.async_copy_global_to_shared(b_desc, [ki * BLOCK_K, off_n], ready.index(s), b_ring.index(s))
+            # Backward: h of tile j goes out after the tile's first STAGES K-tiles. Its buffer is freed by the end
+            # of the epilogue of this consumer's previous tile (j - 2), which comes before the consumer releases
+            # tile j's first K-tile, without which K-tile STAGES cannot be issued anyway: waiting for the buffer
+            # here never holds back an operand, and h has the tile's whole main loop to arrive. (Issued after
+            # the tile's last K-tile, it had about STAGES K-steps: the backward kernel was 15 % behind cuBLAS's
+            # plain GEMM at a fixed clock, the forward 5 %; benchmarks/RESULTS.md, seventh run.)
+            first = gl.minimum(k_tiles, STAGES)
+            for ki in range(first):
+                _load_k_tile(a_desc, b_desc, a_ring, b_ring, ready, empty, j * k_tiles + ki, off_m, off_n, ki,
+                             FORWARD)
             if not FORWARD:
-                # After the tile's K-tiles, so that waiting for the buffer never holds back operands a consumer
-                # needs sooner; its consumer is still STAGES K-steps from the epilogue, so h lands in time.
                 c = j % 2
                 mbarrier.wait(h_free.index(c), ((j // 2) & 1) ^ 1)
                 mbarrier.expect(h_ready.index(c), h_desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(h_desc, [off_m, off_n], h_ready.index(c), hbuf.index(c))
+            for ki in range(first, k_tiles):
+                _load_k_tile(a_desc, b_desc, a_ring, b_ring, ready, empty, j * k_tiles + ki, off_m, off_n, ki,
+                             FORWARD)
 
     @gluon.jit
     def _consumer(g_desc, a_ring, b_ring, hbuf, ready, empty, h_ready, h_free, mma_done, M, N, K, slope,
