@@ -162,18 +162,20 @@ def host_and_graph_ms(forward, leaves, dy) -> tuple[float, float, float | None]:
 def each_provider(providers):
     """(M, D, F, provider, forward, leaves, dy) for every shape and provider, each set up and warmed up (compile,
     autotune and first-launch costs stay out of the numbers), its memory freed before the next."""
-    for M, D, F in SHAPES:
-        for provider in providers:
-            mlp_ws.ENABLED = provider != "golf_compiled_triton"  # read at each call, forward and backward
-            reset_implementations()  # so that implementation() names what this provider ran
-            forward, leaves, dy = setup_mlp(provider, M, D, F)
-            forward().backward(dy)
-            for t in leaves:
-                t.grad = None
-            yield M, D, F, provider, forward, leaves, dy
-            del forward, leaves, dy
-            torch.cuda.empty_cache()
-    mlp_ws.ENABLED = True
+    try:
+        for M, D, F in SHAPES:
+            for provider in providers:
+                mlp_ws.ENABLED = provider != "golf_compiled_triton"  # read at each call, forward and backward
+                reset_implementations()  # so that implementation() names what this provider ran
+                forward, leaves, dy = setup_mlp(provider, M, D, F)
+                forward().backward(dy)
+                for t in leaves:
+                    t.grad = None
+                yield M, D, F, provider, forward, leaves, dy
+                del forward, leaves, dy
+                torch.cuda.empty_cache()
+    finally:
+        mlp_ws.ENABLED = True
 
 
 def print_header(commit: str) -> None:

@@ -200,7 +200,7 @@ if AVAILABLE:
             # tile j's first K-tile, without which K-tile STAGES cannot be issued anyway: waiting for the buffer
             # here never holds back an operand, and h has the tile's whole main loop to arrive. (Issued after
             # the tile's last K-tile, it had about STAGES K-steps: the backward kernel was 15 % behind cuBLAS's
-            # plain GEMM at a fixed clock, the forward 5 %; benchmarks/RESULTS.md, seventh run.)
+            # plain GEMM at a fixed clock, the forward 5 %; issued here, 10 %: benchmarks/RESULTS.md, seventh run.)
             first = gl.minimum(k_tiles, STAGES)
             for ki in range(first):
                 _load_k_tile(a_desc, b_desc, a_ring, b_ring, ready, empty, j * k_tiles + ki, off_m, off_n, ki,
