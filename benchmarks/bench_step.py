@@ -13,7 +13,6 @@ peak of the H200, the optimizer's share, peak memory and the implementation of e
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
@@ -30,6 +29,9 @@ from golf.optim import build_optimizers
 from golf.presets import get_preset
 from golf.quant.qat import set_qat
 from golf.train.report import environment
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import append_csv  # noqa: E402
 
 PEAK_TFLOPS = 791.0  # measured bf16 dense matmul ceiling of one H200 (performance.md §I)
 MICRO_TOKENS = 98_304
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", action="store_true", help="also run with every golf.ops op on its reference")
     p.add_argument("--qat", action="store_true", help="also run with QAT on (kernels on): QAT's share of the step")
     p.add_argument("--csv", default="benchmarks/results.csv", help="append rows here ('' to skip)")
+    p.add_argument("--commit", default=None, help="commit label for the CSV rows (default: git rev-parse; pass it "
+                   "where the checkout's git history is not the tree's)")
     args, rest = p.parse_known_args(argv)
     if not torch.cuda.is_available():
         print("bench_step needs a CUDA GPU", file=sys.stderr)
@@ -151,17 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.qat:
         print(f"QAT cost: {100 * (results[-1]['step_ms'] / results[0]['step_ms'] - 1):+.2f}% of the step")
     if args.csv:
-        path = Path(args.csv)
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["date", "gpu", "commit", "benchmark", "case", "median_ms", "rate", "command"])
-            for r in results:
-                case = f"{r['preset']} kernels={r['kernels']}{' qat=True' * r['qat']} step {r['step_tokens']} tok"
-                w.writerow([env["time"][:10], env["gpu"], env["git_commit"], "bench_step", case, f"{r['step_ms']:.2f}",
-                            f"{r['tokens_per_s']:.0f} tok/s", " ".join(sys.argv)])
+        record_csv(results, args.commit or env["git_commit"], Path(args.csv))
     return 0
+
+
+def record_csv(results: list[dict], commit: str, path: Path) -> None:
+    """One row per result, in the schema and with the atomic append every benchmark uses (harness.append_csv);
+    names like step_core11_kernels=True_qat=False_786432tok."""
+    append_csv([{"name": f"step_{r['preset']}_kernels={r['kernels']}_qat={r['qat']}_{r['step_tokens']}tok",
+                 "median_ms": f"{r['step_ms']:.2f}", "rate": f"{r['tokens_per_s']:.0f} tok/s"} for r in results],
+               commit=commit, path=path)
 
 
 if __name__ == "__main__":

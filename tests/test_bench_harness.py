@@ -29,3 +29,25 @@ def test_clock_sampler_without_nvidia_smi_says_why(monkeypatch, tmp_path):
     with ClockSampler() as sampler:
         pass
     assert sampler.summary().startswith("nvidia-smi not usable")
+
+
+def test_bench_step_rows_use_the_results_csv_schema(tmp_path):
+    """bench_step's rows go through harness.append_csv: the same columns as every other benchmark's (they once
+    had their own order), the commit as given, appended after existing rows."""
+    import csv
+
+    from bench_step import record_csv
+    from harness import CSV_FIELDS
+
+    path = tmp_path / "results.csv"
+    result = dict(preset="core11", kernels=True, qat=False, step_tokens=786432, step_ms=693.02,
+                  tokens_per_s=1134792.4)
+    record_csv([result], "abc1234", path)
+    record_csv([dict(result, kernels=False, step_ms=713.71)], "abc1234", path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CSV_FIELDS
+    assert [(r["name"], r["median_ms"], r["rate"], r["commit"]) for r in rows] == [
+        ("step_core11_kernels=True_qat=False_786432tok", "693.02", "1134792 tok/s", "abc1234"),
+        ("step_core11_kernels=False_qat=False_786432tok", "713.71", "1134792 tok/s", "abc1234"),
+    ]
