@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         torch._dynamo.reset()
         results.append(bench(cfg, args.steps, args.warmup, qat=qat))
     env = environment()
-    print(f"\n{env['gpu']}  torch {env['torch']}  triton {env['triton']}  commit {env['git_commit']}")
+    commit = args.commit or env["git_commit"]
+    print(f"\n{env['gpu']}  torch {env['torch']}  triton {env['triton']}  commit {commit}")
     print(f"{'preset':8} {'kernels':7} {'qat':5} {'micro ms':>9} {'step ms':>9} {'tok/s':>11} {'MFU':>6} {'opt ms':>7} "
           f"{'opt %':>6} {'peak GiB':>8}")
     for r in results:
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.qat:
         print(f"QAT cost: {100 * (results[-1]['step_ms'] / results[0]['step_ms'] - 1):+.2f}% of the step")
     if args.csv:
-        record_csv(results, args.commit or env["git_commit"], Path(args.csv))
+        record_csv(results, commit, Path(args.csv))
     return 0
 
 
