@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +24,7 @@ pytest.importorskip("triton")
 from golf.kernels import mlp as K  # noqa: E402
 from golf.kernels import mlp_ws as W  # noqa: E402
 from golf.ops.mlp import leaky_relu2_ref  # noqa: E402
+from tests.kernels.sm90_compile import run_compile_check  # noqa: E402
 
 needs_gluon = pytest.mark.skipif(not W.AVAILABLE, reason=f"Gluon unavailable: {W.UNAVAILABLE_REASON}")
 
@@ -164,21 +164,12 @@ def test_compiles_for_sm90(tmp_path):
     and 3.8, CI's, both checked): wgmma, TMA, setmaxnreg, <= 227 KB, 12 warps."""
     # GOLF_TRITON36_PATH: a triton 3.6 install (the GPU machine's version) put first on the subprocess's path;
     # without it the subprocess's own triton is used. Skipped only where Gluon lacks warp_specialize.
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    tr36 = os.environ.get("GOLF_TRITON36_PATH", "")
-    repo = str(Path(__file__).resolve().parents[2])  # the subprocess imports tests.kernels.sm90_compile
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (tr36, repo, env.get("PYTHONPATH", "")) if p)
-    env["TRITON_CACHE_DIR"] = str(tmp_path)  # a real compile every time, and no cache left behind
-    proc = subprocess.run([sys.executable, "-c", _COMPILE_CHECK], env=env, capture_output=True, text=True,
-                          timeout=300)
-    if proc.returncode and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
-        pytest.skip("triton's ptxas is not available here")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    if proc.stdout.startswith("SKIP"):
-        pytest.skip(f"no Gluon warp_specialize in this triton: {proc.stdout.strip()}")
-    rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in proc.stdout.splitlines()}
+    out = run_compile_check(_COMPILE_CHECK, tmp_path, os.environ.get("GOLF_TRITON36_PATH", ""))
+    if out.startswith("SKIP"):
+        pytest.skip(f"no Gluon warp_specialize in this triton: {out.strip()}")
+    rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in out.splitlines()}
     print(rows)
-    assert set(rows) == {f"{name}/{d}" for name in W.CANDIDATE_CONFIGS for d in ("fwd", "bwd")}, proc.stdout
+    assert set(rows) == {f"{name}/{d}" for name in W.CANDIDATE_CONFIGS for d in ("fwd", "bwd")}, out
     for label, (cubin, shared, warps, wgmma, tma, setmaxnreg, sqrt, waits) in rows.items():
         name, direction = label.split("/")
         cfg = W.CANDIDATE_CONFIGS[name]

@@ -15,11 +15,7 @@ tests prove the math in fp32.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +33,7 @@ from golf.ops.newton_schulz import (  # noqa: E402
     newton_schulz_ref,
     set_cuda_graphs,
 )
+from tests.kernels.sm90_compile import run_compile_check  # noqa: E402
 
 interpreted = pytest.mark.skipif(not K.INTERPRETED, reason="the CPU kernel tests need TRITON_INTERPRET=1")
 
@@ -266,15 +263,8 @@ for k in kernels:
 
 def test_kernels_compile_for_sm90(tmp_path):
     """The sym and update kernels must compile to pipelined wgmma (cp.async prefetch) within sm_90's 227 KB."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)  # a real compile every time, and no cache left behind
-    repo = str(Path(__file__).resolve().parents[2])  # the subprocess imports tests.kernels.sm90_compile
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run([sys.executable, "-c", _COMPILE_CHECK], env=env, capture_output=True, text=True, timeout=300)
-    if proc.returncode and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
-        pytest.skip("triton's ptxas is not available here")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in proc.stdout.splitlines()}
+    out = run_compile_check(_COMPILE_CHECK, tmp_path)
+    rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in out.splitlines()}
     print(rows)
     for name in ("_ns_sym_kernel", "_ns_update_kernel"):
         shared, wgmma, prefetch = rows[name]
